@@ -164,6 +164,8 @@ int wire_dec_record(const uint8_t **p, const uint8_t *end, kabar_record *rec, ka
  */
 struct msgpack_packer;
 void wire_packer_init(struct msgpack_packer *pk, kabar_buf *b);
+/* Pack ns since the epoch as a msgpack timestamp in its smallest form. */
+int wire_pack_time(struct msgpack_packer *pk, int64_t ns);
 
 /*
  * Convert any msgpack value (the HEADOK / STATUSOK map) to JSON text,
