@@ -236,8 +236,8 @@ typedef struct kabar_client kabar_client;
 typedef struct kabar_sub kabar_sub;
 
 typedef struct kabar_client_opts {
-    int timeout_ms;   /* give up on an unanswered request / dead broker; default 10000 */
-    uint32_t window;  /* unacked events in flight, default 256, at least 1 */
+    int timeout_ms;  /* give up on an unanswered request / dead broker; default 10000 */
+    uint32_t window; /* unacked events in flight, default 256, at least 1 */
 } kabar_client_opts;
 
 /*
@@ -251,10 +251,10 @@ void kabar_client_destroy(kabar_client **c);
 
 /* The outcome of one published event, delivered to the result callback. */
 typedef struct kabar_pub_result {
-    void *user;       /* what was passed to kabar_client_publish */
-    uint64_t seq;     /* 0 when rejected */
-    bool duplicate;   /* the (source, id) was already in the log: seq is the original's */
-    int code;         /* KABAR_OK or the rejection's code */
+    void *user;          /* what was passed to kabar_client_publish */
+    uint64_t seq;        /* 0 when rejected */
+    bool duplicate;      /* the (source, id) was already in the log: seq is the original's */
+    int code;            /* KABAR_OK or the rejection's code */
     const char *message; /* rejection message, "" when accepted; valid during the callback */
 } kabar_pub_result;
 
@@ -275,8 +275,8 @@ int kabar_client_flush(kabar_client *c, kabar_error *err);
 
 /* What the broker reports of its log. */
 typedef struct kabar_head {
-    uint64_t seq;         /* last committed seq, 0 when empty */
-    uint64_t count;       /* events in the log */
+    uint64_t seq;             /* last committed seq, 0 when empty */
+    uint64_t count;           /* events in the log */
     int64_t last_received_at; /* INT64_MIN when empty */
 } kabar_head;
 int kabar_client_head(kabar_client *c, kabar_head *h, kabar_error *err);
@@ -296,12 +296,12 @@ typedef struct kabar_sub_opts {
     const char *source;      /* NULL: any */
     const char *target;      /* events that concern this agency (target or broadcast) */
     kabar_start start;
-    uint64_t seq;            /* KABAR_START_SEQ */
-    int64_t time;            /* KABAR_START_TIME, ns */
-    const char *durable;     /* durable consumer name: resume after its last ack */
-    uint64_t until_seq;      /* stop after this seq (0: no bound) */
-    bool until_head;         /* stop at the head as of subscribing (replay) */
-    uint32_t credit;         /* events the broker may send ahead; default 1024 */
+    uint64_t seq;        /* KABAR_START_SEQ */
+    int64_t time;        /* KABAR_START_TIME, ns */
+    const char *durable; /* durable consumer name: resume after its last ack */
+    uint64_t until_seq;  /* stop after this seq (0: no bound) */
+    bool until_head;     /* stop at the head as of subscribing (replay) */
+    uint32_t credit;     /* events the broker may send ahead; default 1024 */
 } kabar_sub_opts;
 
 /* A record as the log holds it. Pointers valid until the next call on the sub. */

@@ -82,10 +82,6 @@ int wire_header_decode(const void *frame, size_t len, wire_header *h, kabar_erro
     int rc;
 
     memset(h, 0, sizeof(*h));
-    if (len > KABAR_MAX_HEADER_BYTES)
-        return kabar_error_set(err, KABAR_PROTOCOL,
-                               "header frame of %zu bytes is larger than the limit of %d", len,
-                               KABAR_MAX_HEADER_BYTES);
     mpr_init(&r, frame, len);
     r.canonical = false;
     if (mpr_next(&r, &it, NULL) != 0 || it.kind != MPR_ARRAY)

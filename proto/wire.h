@@ -56,10 +56,10 @@
 
 #include "kabar.h"
 
-#define KABAR_MAX_BATCH         1024  /* events in one PUB */
-#define KABAR_PING_INTERVAL_MS  1000
-#define KABAR_PEER_TIMEOUT_MS   10000 /* broker forgets a silent peer */
-#define KABAR_MAX_HEADER_BYTES  4096  /* a header frame larger than this is refused */
+#define KABAR_MAX_BATCH        1024 /* events in one PUB */
+#define KABAR_PING_INTERVAL_MS 1000
+#define KABAR_PEER_TIMEOUT_MS  10000 /* broker forgets a silent peer */
+#define KABAR_MAX_HEADER_BYTES 4096  /* kabard refuses a request header larger than this */
 
 typedef enum wire_cmd {
     WIRE_UNKNOWN = 0,
@@ -102,7 +102,9 @@ typedef struct wire_header {
 } wire_header;
 
 /*
- * Decode a header frame. KABAR_MALFORMED / KABAR_PROTOCOL for an unreadable
+ * Decode a header frame of any size (kabard checks KABAR_MAX_HEADER_BYTES
+ * on requests before decoding; replies such as the ACK of 1,024 events are
+ * longer). KABAR_MALFORMED / KABAR_PROTOCOL for an unreadable
  * one, KABAR_BAD_VERSION, KABAR_UNKNOWN_COMMAND (h->cmd = WIRE_UNKNOWN,
  * h->id still set when it could be read, so that the ERR can carry it).
  */
@@ -123,8 +125,8 @@ int wire_enc_ack_fail(kabar_buf *b, int code, const char *text);
 typedef struct wire_ack_result {
     uint64_t seq;
     bool duplicate;
-    int code;          /* KABAR_OK, or the rejection's code (unknown names: KABAR_PROTOCOL) */
-    kabar_str text;    /* view into the frame */
+    int code;       /* KABAR_OK, or the rejection's code (unknown names: KABAR_PROTOCOL) */
+    kabar_str text; /* view into the frame */
 } wire_ack_result;
 
 /* Start reading an ACK's results: *n gets the count; then wire_ack_next n times. */

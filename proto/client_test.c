@@ -1,0 +1,493 @@
+/*
+ * client_test.c - the client (proto/client.c) against a scripted fake broker.
+ *
+ * The fake broker is a ROUTER in a thread of this process, speaking the
+ * wire protocol with proto/wire.h's encoders. It stores events as opaque
+ * frames (deduplicated by their bytes, like the real broker's (source, id)),
+ * rejects frames that begin with "bad", answers batches out of order, can
+ * restart (close and bind its socket again, forgetting every connection)
+ * and serves a subscription of numbered records. The tests check what an
+ * application sees: results in publishing order and each event stored
+ * once across a broker restart, the window never exceeded, records in
+ * order with credit granted back, and a prompt KABAR_CONNECT when no broker
+ * is there.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <msgpack.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "kabar.h"
+#include "wire.h"
+
+#define MAX_STORED  20000
+#define SUB_RECORDS 3000
+
+typedef struct fake {
+    pthread_t thread;
+    void *ctx, *sock;
+    char endpoint[128];
+    volatile int stop;
+    volatile int restart; /* set: the thread closes and rebinds its socket */
+    pthread_mutex_t mu;
+    /* the log */
+    char *stored[MAX_STORED];
+    size_t stored_len[MAX_STORED];
+    uint64_t nstored;
+    uint64_t in_flight, max_in_flight; /* events received and not yet acked */
+    /* a held batch, answered after the next one */
+    zmq_msg_t held_rid;
+    uint64_t held_id;
+    zmq_msg_t held_frames[KABAR_MAX_BATCH];
+    uint32_t held_n;
+    bool holding;
+    /* the subscription */
+    uint64_t sub_id;
+    uint64_t sub_sent, sub_credit;
+    bool sub_live;
+    uint64_t credits_received;
+    zmq_msg_t sub_rid;
+    bool has_sub_rid;
+} fake;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void send_reply(fake *f, zmq_msg_t *rid, const kabar_buf *hdr, const void *body, size_t n)
+{
+    zmq_msg_t copy;
+    zmq_msg_init(&copy);
+    zmq_msg_copy(&copy, rid);
+    zmq_msg_send(&copy, f->sock, ZMQ_SNDMORE);
+    zmq_send(f->sock, hdr->data, hdr->len, body ? ZMQ_SNDMORE : 0);
+    if (body)
+        zmq_send(f->sock, body, n, 0);
+}
+
+/* Store (or find) one event; seq, or 0 for a rejected one. */
+static uint64_t store_event(fake *f, const void *p, size_t n, bool *dup)
+{
+    *dup = false;
+    if (n >= 3 && memcmp(p, "bad", 3) == 0)
+        return 0;
+    for (uint64_t i = 0; i < f->nstored; i++)
+        if (f->stored_len[i] == n && memcmp(f->stored[i], p, n) == 0) {
+            *dup = true;
+            return i + 1;
+        }
+    f->stored[f->nstored] = malloc(n);
+    memcpy(f->stored[f->nstored], p, n);
+    f->stored_len[f->nstored] = n;
+    return ++f->nstored;
+}
+
+static void ack_batch(fake *f, zmq_msg_t *rid, uint64_t id, zmq_msg_t *frames, uint32_t n)
+{
+    kabar_buf b = {0};
+    pthread_mutex_lock(&f->mu);
+    wire_enc_ack_begin(&b, id, n);
+    for (uint32_t i = 0; i < n; i++) {
+        bool dup;
+        uint64_t seq = store_event(f, zmq_msg_data(&frames[i]), zmq_msg_size(&frames[i]), &dup);
+        if (seq)
+            wire_enc_ack_ok(&b, seq, dup);
+        else
+            wire_enc_ack_fail(&b, KABAR_BAD_VALUE, "body.present: more than total");
+        zmq_msg_close(&frames[i]);
+    }
+    f->in_flight -= n;
+    pthread_mutex_unlock(&f->mu);
+    send_reply(f, rid, &b, NULL, 0);
+    kabar_buf_free(&b);
+}
+
+static void release_held(fake *f)
+{
+    if (!f->holding)
+        return;
+    f->holding = false;
+    ack_batch(f, &f->held_rid, f->held_id, f->held_frames, f->held_n);
+    zmq_msg_close(&f->held_rid);
+}
+
+/* PUB: hold every other batch, so that the client sees ACKs out of order. */
+static void on_pub(fake *f, zmq_msg_t *rid, uint64_t id)
+{
+    zmq_msg_t frames[KABAR_MAX_BATCH];
+    uint32_t n = 0;
+    int more = 1;
+    while (more && n < KABAR_MAX_BATCH) {
+        zmq_msg_init(&frames[n]);
+        zmq_msg_recv(&frames[n], f->sock, 0);
+        more = zmq_msg_more(&frames[n]);
+        n++;
+    }
+    pthread_mutex_lock(&f->mu);
+    f->in_flight += n;
+    if (f->in_flight > f->max_in_flight)
+        f->max_in_flight = f->in_flight;
+    pthread_mutex_unlock(&f->mu);
+    if (!f->holding) {
+        f->holding = true;
+        f->held_id = id;
+        f->held_n = n;
+        zmq_msg_init(&f->held_rid);
+        zmq_msg_copy(&f->held_rid, rid);
+        memcpy(f->held_frames, frames, n * sizeof frames[0]);
+        return;
+    }
+    ack_batch(f, rid, id, frames, n); /* the later batch first */
+    release_held(f);
+}
+
+/* Send what the subscription's credit allows, then END. */
+static void feed_sub(fake *f)
+{
+    kabar_buf hdr = {0}, body = {0};
+    while (f->sub_live && f->sub_sent < SUB_RECORDS && f->sub_credit > 0) {
+        uint32_t n = 0;
+        body.len = 0;
+        while (n < 100 && f->sub_sent < SUB_RECORDS && f->sub_credit > 0) {
+            char ev[32];
+            int len = snprintf(ev, sizeof ev, "record-%llu", (unsigned long long)f->sub_sent + 1);
+            wire_enc_record(&body, f->sub_sent + 1, (int64_t)(f->sub_sent + 1) * 1000000000, ev,
+                            (size_t)len);
+            f->sub_sent++;
+            f->sub_credit--;
+            n++;
+        }
+        wire_enc_cmd1(&hdr, WIRE_EVT, f->sub_id, n);
+        send_reply(f, &f->sub_rid, &hdr, body.data, body.len);
+    }
+    if (f->sub_live && f->sub_sent == SUB_RECORDS) {
+        wire_enc_cmd1(&hdr, WIRE_END, f->sub_id, SUB_RECORDS);
+        send_reply(f, &f->sub_rid, &hdr, NULL, 0);
+        f->sub_live = false;
+    }
+    kabar_buf_free(&hdr);
+    kabar_buf_free(&body);
+}
+
+static void on_message(fake *f, zmq_msg_t *rid, zmq_msg_t *hm)
+{
+    wire_header h;
+    kabar_buf b = {0};
+    msgpack_packer pk;
+    if (wire_header_decode(zmq_msg_data(hm), zmq_msg_size(hm), &h, NULL) != 0)
+        return;
+    switch (h.cmd) {
+    case WIRE_PING:
+        wire_enc_cmd(&b, WIRE_PONG, h.id);
+        send_reply(f, rid, &b, NULL, 0);
+        break;
+    case WIRE_PUB:
+        on_pub(f, rid, h.id);
+        break;
+    case WIRE_SUB: {
+        wire_sub o;
+        wire_sub_decode(&h, &o, NULL);
+        f->sub_id = h.id;
+        f->sub_credit = o.credit;
+        f->sub_sent = 0;
+        f->sub_live = true;
+        if (f->has_sub_rid)
+            zmq_msg_close(&f->sub_rid);
+        zmq_msg_init(&f->sub_rid);
+        zmq_msg_copy(&f->sub_rid, rid);
+        f->has_sub_rid = true;
+        wire_enc_subok(&b, h.id, 1, SUB_RECORDS);
+        send_reply(f, rid, &b, NULL, 0);
+        feed_sub(f);
+        break;
+    }
+    case WIRE_CREDIT:
+        f->sub_credit += h.a;
+        f->credits_received++;
+        feed_sub(f);
+        break;
+    case WIRE_HEAD:
+        wire_enc_cmd(&b, WIRE_HEADOK, h.id);
+        b.data[0] = (char)0x94; /* the array gets a 4th element: the map */
+        wire_packer_init(&pk, &b);
+        msgpack_pack_map(&pk, 2);
+        msgpack_pack_str_with_body(&pk, "count", 5);
+        msgpack_pack_uint64(&pk, 41);
+        msgpack_pack_str_with_body(&pk, "seq", 3);
+        msgpack_pack_uint64(&pk, 42);
+        send_reply(f, rid, &b, NULL, 0);
+        break;
+    default:
+        break;
+    }
+    kabar_buf_free(&b);
+}
+
+static void fake_bind(fake *f)
+{
+    int zero = 0;
+    f->sock = zmq_socket(f->ctx, ZMQ_ROUTER);
+    zmq_setsockopt(f->sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (f->endpoint[0] == '\0') {
+        assert_int_equal(zmq_bind(f->sock, "tcp://127.0.0.1:*"), 0);
+        size_t n = sizeof f->endpoint;
+        zmq_getsockopt(f->sock, ZMQ_LAST_ENDPOINT, f->endpoint, &n);
+    } else {
+        for (int i = 0; i < 100 && zmq_bind(f->sock, f->endpoint) != 0; i++)
+            usleep(10000);
+    }
+}
+
+static void *fake_run(void *arg)
+{
+    fake *f = arg;
+    int64_t last_msg = mono_ms();
+    while (!f->stop) {
+        if (f->restart) { /* forget every connection and what was in flight */
+            if (f->holding) {
+                for (uint32_t i = 0; i < f->held_n; i++)
+                    zmq_msg_close(&f->held_frames[i]);
+                zmq_msg_close(&f->held_rid);
+                f->holding = false;
+                f->in_flight = 0;
+            }
+            zmq_close(f->sock);
+            usleep(300000);
+            fake_bind(f);
+            f->restart = 0;
+        }
+        zmq_pollitem_t it = {f->sock, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 10);
+        if (!(it.revents & ZMQ_POLLIN)) {
+            if (mono_ms() - last_msg > 20)
+                release_held(f); /* a lone batch is answered too */
+            continue;
+        }
+        zmq_msg_t rid, hm;
+        zmq_msg_init(&rid);
+        zmq_msg_init(&hm);
+        zmq_msg_recv(&rid, f->sock, 0);
+        zmq_msg_recv(&hm, f->sock, 0);
+        last_msg = mono_ms();
+        on_message(f, &rid, &hm);
+        zmq_msg_close(&rid);
+        zmq_msg_close(&hm);
+    }
+    release_held(f);
+    return NULL;
+}
+
+static int fake_start(void **state)
+{
+    fake *f = calloc(1, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
+    f->ctx = zmq_ctx_new();
+    fake_bind(f);
+    pthread_create(&f->thread, NULL, fake_run, f);
+    *state = f;
+    return 0;
+}
+
+static int fake_stop(void **state)
+{
+    fake *f = *state;
+    f->stop = 1;
+    pthread_join(f->thread, NULL);
+    zmq_close(f->sock);
+    zmq_ctx_term(f->ctx);
+    for (uint64_t i = 0; i < f->nstored; i++)
+        free(f->stored[i]);
+    if (f->has_sub_rid)
+        zmq_msg_close(&f->sub_rid);
+    free(f);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+
+typedef struct results {
+    uint64_t n;
+    uint64_t next_user; /* results must come in publishing order */
+    bool in_order;
+    uint64_t seqs[MAX_STORED];
+    int codes[MAX_STORED];
+    char last_message[KABAR_ERROR_MESSAGE_MAX];
+} results;
+
+static void on_result(void *arg, const kabar_pub_result *r)
+{
+    results *res = arg;
+    uint64_t i = (uint64_t)(uintptr_t)r->user;
+    if (i != res->next_user)
+        res->in_order = false;
+    res->next_user = i + 1;
+    res->seqs[i] = r->seq;
+    res->codes[i] = r->code;
+    if (r->code != KABAR_OK)
+        snprintf(res->last_message, sizeof res->last_message, "%s", r->message);
+    res->n++;
+}
+
+static void test_connect_without_broker(void **state)
+{
+    (void)state;
+    kabar_client *c = NULL;
+    kabar_error err;
+    kabar_client_opts o = {.timeout_ms = 300};
+    int64_t t0 = mono_ms();
+    /* Port 1: nothing listens there. */
+    int rc = kabar_client_connect(&c, "tcp://127.0.0.1:1", &o, &err);
+    int64_t took = mono_ms() - t0;
+    assert_int_equal(rc, KABAR_CONNECT);
+    assert_null(c);
+    assert_non_null(strstr(err.message, "tcp://127.0.0.1:1"));
+    assert_true(took >= 250 && took < 2000);
+
+    rc = kabar_client_connect(&c, "nonsense://x", &o, &err);
+    assert_int_equal(rc, KABAR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "nonsense://x"));
+}
+
+static void publish_n(kabar_client *c, results *res, uint64_t from, uint64_t n)
+{
+    kabar_error err;
+    for (uint64_t i = from; i < from + n; i++) {
+        char ev[32];
+        int len = snprintf(ev, sizeof ev, "%s-%llu", i % 97 == 5 ? "bad" : "event",
+                           (unsigned long long)i);
+        assert_int_equal(kabar_client_publish(c, ev, (size_t)len, (void *)(uintptr_t)i, &err), 0);
+    }
+}
+
+static void test_publish_window_order(void **state)
+{
+    fake *f = *state;
+    kabar_client *c = NULL;
+    kabar_error err;
+    results *res = calloc(1, sizeof *res);
+    res->in_order = true;
+    kabar_client_opts o = {.timeout_ms = 5000, .window = 64};
+    assert_int_equal(kabar_client_connect(&c, f->endpoint, &o, &err), 0);
+    kabar_client_on_result(c, on_result, res);
+    publish_n(c, res, 0, 5000);
+    assert_int_equal(kabar_client_flush(c, &err), 0);
+
+    assert_int_equal(res->n, 5000);
+    assert_true(res->in_order);
+    assert_true(f->max_in_flight <= 64);
+    uint64_t rejected = 0;
+    for (uint64_t i = 0; i < 5000; i++) {
+        char want[32];
+        if (i % 97 == 5) {
+            assert_int_equal(res->codes[i], KABAR_BAD_VALUE);
+            assert_int_equal(res->seqs[i], 0);
+            rejected++;
+            continue;
+        }
+        /* The result names the seq under which the broker stored this very event. */
+        int len = snprintf(want, sizeof want, "event-%llu", (unsigned long long)i);
+        assert_int_equal(res->codes[i], KABAR_OK);
+        assert_true(res->seqs[i] >= 1 && res->seqs[i] <= f->nstored);
+        assert_int_equal(f->stored_len[res->seqs[i] - 1], (size_t)len);
+        assert_memory_equal(f->stored[res->seqs[i] - 1], want, (size_t)len);
+    }
+    assert_string_equal(res->last_message, "body.present: more than total");
+    assert_int_equal(f->nstored, 5000 - rejected);
+
+    kabar_head h;
+    assert_int_equal(kabar_client_head(c, &h, &err), 0);
+    assert_int_equal(h.seq, 42);
+    assert_int_equal(h.count, 41);
+    assert_true(h.last_received_at == INT64_MIN);
+    kabar_client_destroy(&c);
+    assert_null(c);
+    free(res);
+}
+
+static void test_publish_across_restart(void **state)
+{
+    fake *f = *state;
+    kabar_client *c = NULL;
+    kabar_error err;
+    results *res = calloc(1, sizeof *res);
+    res->in_order = true;
+    kabar_client_opts o = {.timeout_ms = 5000, .window = 2048};
+    assert_int_equal(kabar_client_connect(&c, f->endpoint, &o, &err), 0);
+    kabar_client_on_result(c, on_result, res);
+    publish_n(c, res, 0, 3000);
+    f->restart = 1; /* loses the held batch; the client must send it again */
+    publish_n(c, res, 3000, 3000);
+    assert_int_equal(kabar_client_flush(c, &err), 0);
+
+    assert_int_equal(res->n, 6000);
+    assert_true(res->in_order);
+    uint64_t rejected = 0;
+    for (uint64_t i = 0; i < 6000; i++) {
+        if (i % 97 == 5) {
+            rejected++;
+            continue;
+        }
+        char want[32];
+        int len = snprintf(want, sizeof want, "event-%llu", (unsigned long long)i);
+        assert_int_equal(res->codes[i], KABAR_OK);
+        assert_true(res->seqs[i] >= 1 && res->seqs[i] <= f->nstored);
+        assert_memory_equal(f->stored[res->seqs[i] - 1], want, (size_t)len);
+    }
+    assert_int_equal(f->nstored, 6000 - rejected); /* each stored once */
+    kabar_client_destroy(&c);
+    free(res);
+}
+
+static void test_subscribe_credit_end(void **state)
+{
+    fake *f = *state;
+    kabar_client *c = NULL;
+    kabar_sub *s = NULL;
+    kabar_error err;
+    kabar_record rec;
+    kabar_client_opts o = {.timeout_ms = 5000};
+    kabar_sub_opts so = {.start = KABAR_START_FIRST, .until_head = true, .credit = 256};
+    assert_int_equal(kabar_client_connect(&c, f->endpoint, &o, &err), 0);
+    assert_int_equal(kabar_client_subscribe(c, &so, &s, &err), 0);
+    uint64_t n = 0;
+    int rc;
+    while ((rc = kabar_sub_next(s, &rec, 2000, &err)) == 0) {
+        char want[32];
+        int len = snprintf(want, sizeof want, "record-%llu", (unsigned long long)n + 1);
+        assert_int_equal(rec.seq, n + 1);
+        assert_int_equal(rec.len, (size_t)len);
+        assert_memory_equal(rec.bytes, want, (size_t)len);
+        n++;
+    }
+    assert_int_equal(rc, KABAR_END);
+    assert_int_equal(n, SUB_RECORDS);
+    assert_true(f->credits_received >= SUB_RECORDS / 256); /* credit came back in chunks */
+    assert_int_equal(kabar_sub_next(s, &rec, 0, &err), KABAR_END);
+    kabar_sub_close(&s);
+    assert_null(s);
+    kabar_client_destroy(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connect_without_broker),
+        cmocka_unit_test_setup_teardown(test_publish_window_order, fake_start, fake_stop),
+        cmocka_unit_test_setup_teardown(test_publish_across_restart, fake_start, fake_stop),
+        cmocka_unit_test_setup_teardown(test_subscribe_credit_end, fake_start, fake_stop),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
