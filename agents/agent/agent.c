@@ -1,0 +1,396 @@
+/*
+ * agent.c - kabar-agent: one agency's agent, with a durable outbox and inbox.
+ *
+ *   local services --(ipc://DIR/agent.sock, intake.c)--> outbox (DIR/agent.mdb)
+ *   outbox --(forward.c, kabar_client)--> broker
+ *   broker --(inbox.c, durable subscription)--> --exec CMD | --jsonl FILE
+ *
+ * Three threads, each with its own ZeroMQ sockets and its own LMDB
+ * transactions: the main thread runs the intake loop and owns the signals;
+ * the forwarder and the inbox run beside it. SIGTERM/SIGINT only set a
+ * flag: the intake finishes its current commit and answers it, the
+ * forwarder records the acks it has, the inbox finishes (or abandons,
+ * unacknowledged) the event in hand, and the process exits 0.
+ *
+ * Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or cannot start.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agentdb.h"
+#include "alog.h"
+#include "forward.h"
+#include "handoff.h"
+#include "inbox.h"
+#include "intake.h"
+#include "kabar.h"
+
+#define AGENT_VERSION "0.1.0"
+
+/* The configuration: one table, printed by --help (STYLE.md #13). */
+typedef struct config {
+    const char *agency;
+    const char *data;
+    const char *broker;
+    bool insecure;
+    const char *exec_cmd;
+    const char *jsonl;
+    long max_tries;
+    long window;
+    long timeout_ms;
+    long exec_timeout_ms;
+    const char *log_level;
+} config;
+
+static const struct {
+    const char *name;
+    const char *arg;
+    const char *env;
+    const char *def;
+    const char *help;
+} options[] = {
+    {"agency", "ID", "KABAR_AGENCY", NULL, "the agency this agent publishes and receives for"},
+    {"data", "DIR", "KABAR_AGENT_DATA", NULL,
+     "data directory: agent.mdb (outbox, inbox state), agent.sock, agent.lock"},
+    {"broker", "ENDPOINT", "KABAR_BROKER", KABAR_DEFAULT_ENDPOINT, "the broker to forward to"},
+    {"insecure", NULL, NULL, NULL,
+     "accept a plaintext connection to the broker (required in this version)"},
+    {"exec", "CMD", NULL, NULL,
+     "hand each inbox event to `/bin/sh -c CMD` (JSON on stdin, KABAR_SEQ/KABAR_TYPE set)"},
+    {"jsonl", "FILE", NULL, NULL, "append each inbox event to FILE as a JSON line (fsynced)"},
+    {"max-tries", "N", NULL, "5", "hand-off tries before an event becomes a dead letter"},
+    {"window", "N", NULL, "256", "events in flight to the broker"},
+    {"timeout", "MS", NULL, "5000", "a broker silent this long is considered down"},
+    {"exec-timeout", "MS", NULL, "60000", "kill an --exec handler running longer"},
+    {"log-level", "LEVEL", NULL, "info", "debug, info, warn or error"},
+    {"help", NULL, NULL, NULL, "print this help"},
+    {"version", NULL, NULL, NULL, "print the version"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: kabar-agent --agency ID --data DIR --broker ENDPOINT --insecure\n"
+               "                   [--exec CMD | --jsonl FILE] [options]\n\n"
+               "Accepts events from local services on ipc://DIR/agent.sock, stores them in a\n"
+               "durable outbox and forwards them to the broker until acked; hands the events\n"
+               "addressed to the agency to its services. See docs/AGENT.md.\n\noptions:\n");
+    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", options[i].name, options[i].arg ? " " : "",
+                 options[i].arg ? options[i].arg : "");
+        fprintf(f, "  %-22s %s", left, options[i].help);
+        if (options[i].def)
+            fprintf(f, " (default %s)", options[i].def);
+        if (options[i].env)
+            fprintf(f, " [env %s]", options[i].env);
+        fputc('\n', f);
+    }
+}
+
+static bool valid_agency(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 2 || n > KABAR_MAX_AGENCY_LEN)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && c == '-');
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static int parse_long(const char *name, const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || end == s || v < min || v > max) {
+        fprintf(stderr, "kabar-agent: --%s: \"%s\" is not a number from %ld to %ld\n", name, s, min,
+                max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* 0 ok, 1 exit 0 (help/version), 2 usage error. */
+static int parse_args(int argc, char **argv, config *c)
+{
+    *c = (config){.agency = getenv("KABAR_AGENCY"),
+                  .data = getenv("KABAR_AGENT_DATA"),
+                  .broker = getenv("KABAR_BROKER"),
+                  .max_tries = 5,
+                  .window = 256,
+                  .timeout_ms = 5000,
+                  .exec_timeout_ms = 60000,
+                  .log_level = "info"};
+    if (c->broker == NULL || c->broker[0] == '\0')
+        c->broker = KABAR_DEFAULT_ENDPOINT;
+    static const struct option longs[] = {
+        {"agency", required_argument, 0, 'a'},    {"data", required_argument, 0, 'd'},
+        {"broker", required_argument, 0, 'b'},    {"insecure", no_argument, 0, 'I'},
+        {"exec", required_argument, 0, 'e'},      {"jsonl", required_argument, 0, 'j'},
+        {"max-tries", required_argument, 0, 'm'}, {"window", required_argument, 0, 'w'},
+        {"timeout", required_argument, 0, 't'},   {"exec-timeout", required_argument, 0, 'x'},
+        {"log-level", required_argument, 0, 'l'}, {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},         {0, 0, 0, 0}};
+    int o;
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        int bad = 0;
+        switch (o) {
+        case 'a':
+            c->agency = optarg;
+            break;
+        case 'd':
+            c->data = optarg;
+            break;
+        case 'b':
+            c->broker = optarg;
+            break;
+        case 'I':
+            c->insecure = true;
+            break;
+        case 'e':
+            c->exec_cmd = optarg;
+            break;
+        case 'j':
+            c->jsonl = optarg;
+            break;
+        case 'm':
+            bad = parse_long("max-tries", optarg, 1, 1000, &c->max_tries);
+            break;
+        case 'w':
+            bad = parse_long("window", optarg, 1, 65536, &c->window);
+            break;
+        case 't':
+            bad = parse_long("timeout", optarg, 100, 3600000, &c->timeout_ms);
+            break;
+        case 'x':
+            bad = parse_long("exec-timeout", optarg, 1, 86400000, &c->exec_timeout_ms);
+            break;
+        case 'l':
+            c->log_level = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        case 'V':
+            printf("kabar-agent %s\n", AGENT_VERSION);
+            return 1;
+        default:
+            fprintf(stderr, "kabar-agent: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
+            bad = -1;
+        }
+        if (bad)
+            return 2;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kabar-agent: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+static int check_config(const config *c)
+{
+    if (c->agency == NULL || !valid_agency(c->agency)) {
+        fprintf(stderr,
+                "kabar-agent: --agency %s: need an agency id like \"dinkes\" "
+                "(a-z, 0-9 and '-', 2 to 32 characters)\n",
+                c->agency ? c->agency : "(missing)");
+        return 2;
+    }
+    if (c->data == NULL || c->data[0] == '\0') {
+        fprintf(stderr, "kabar-agent: --data DIR is required (the agent's own directory)\n");
+        return 2;
+    }
+    if (!c->insecure) {
+        fprintf(stderr, "kabar-agent: refusing to connect without encryption: CURVE is not "
+                        "available in this version; pass --insecure to accept plaintext "
+                        "(development, loopback only)\n");
+        return 2;
+    }
+    if (c->exec_cmd != NULL && c->jsonl != NULL) {
+        fprintf(stderr, "kabar-agent: give --exec or --jsonl, not both\n");
+        return 2;
+    }
+    if (alog_level_parse(c->log_level) < 0) {
+        fprintf(stderr, "kabar-agent: --log-level %s: use debug, info, warn or error\n",
+                c->log_level);
+        return 2;
+    }
+    return 0;
+}
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+    got_signal = sig;
+}
+
+/* Hold DIR/agent.lock for the life of the process; -1 with a message when taken. */
+static int lock_dir(const char *dir)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/agent.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "kabar-agent: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char other[32] = "";
+        ssize_t n = read(fd, other, sizeof other - 1);
+        other[n > 0 ? n : 0] = '\0';
+        other[strcspn(other, "\n")] = '\0';
+        fprintf(stderr,
+                "kabar-agent: data directory %s is in use by another kabar-agent (pid %s); "
+                "stop it or use another --data\n",
+                dir, other[0] ? other : "unknown");
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || write(fd, pid, (size_t)len) != len) {
+        /* The pid is informational only; the lock is what counts. */
+    }
+    return fd;
+}
+
+static void wake_forward(void *arg)
+{
+    forward_notify(arg);
+}
+
+typedef struct agent {
+    config cfg;
+    char dir[PATH_MAX];
+    int lock_fd;
+    agentdb *db;
+    handoff *out;
+    forward *fwd;
+    inbox *in;
+    intake *intake;
+    atomic_bool stop;
+} agent;
+
+static void agent_stop(agent *a)
+{
+    atomic_store(&a->stop, true);
+    if (a->fwd)
+        forward_notify(a->fwd);
+    intake_close(&a->intake);
+    inbox_join(&a->in);
+    forward_join(&a->fwd);
+    handoff_close(&a->out);
+    agentdb_close(&a->db);
+    if (a->lock_fd >= 0)
+        close(a->lock_fd);
+}
+
+static int agent_start(agent *a, const kabar_schema *schema)
+{
+    kabar_error e = {0};
+    const config *c = &a->cfg;
+    int rc = agentdb_open(&a->db, a->dir, false, &e);
+    if (rc == 0)
+        rc = agentdb_set_identity(a->db, c->agency, c->broker, &e);
+    if (rc == 0)
+        rc = agentdb_set_connected(a->db, false, kabar_now(), &e);
+    forward_opts fo = {c->broker, a->db, (int)c->timeout_ms, (uint32_t)c->window, &a->stop};
+    if (rc == 0)
+        rc = forward_start(&a->fwd, &fo, &e);
+    if (rc == 0 && (c->exec_cmd != NULL || c->jsonl != NULL)) {
+        handoff_opts ho = {c->exec_cmd, c->jsonl, c->agency, (int)c->exec_timeout_ms, NULL, NULL};
+        rc = handoff_open(&a->out, &ho, &e);
+        inbox_opts io = {c->broker,          c->agency, a->db, a->out, (uint32_t)c->max_tries,
+                         (int)c->timeout_ms, &a->stop};
+        if (rc == 0)
+            rc = inbox_start(&a->in, &io, &e);
+    }
+    intake_opts ino = {a->dir, c->agency, schema, a->db, wake_forward, a->fwd};
+    if (rc == 0)
+        rc = intake_open(&a->intake, &ino, &e);
+    if (rc != 0)
+        alog(ALOG_ERROR, "KABAR-AGENT-START-FAIL", "%s", e.message);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    agent a = {.lock_fd = -1};
+    int rc = parse_args(argc, argv, &a.cfg);
+    if (rc != 0)
+        return rc == 1 ? 0 : 2;
+    if ((rc = check_config(&a.cfg)) != 0)
+        return rc;
+    alog_init((alog_level)alog_level_parse(a.cfg.log_level));
+    if (mkdir(a.cfg.data, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "kabar-agent: cannot create data directory %s: %s\n", a.cfg.data,
+                strerror(errno));
+        return 2;
+    }
+    if (realpath(a.cfg.data, a.dir) == NULL) {
+        fprintf(stderr, "kabar-agent: data directory %s: %s\n", a.cfg.data, strerror(errno));
+        return 2;
+    }
+    kabar_error e = {0};
+    const kabar_schema *schema = kabar_schema_default(&e);
+    if (schema == NULL) {
+        fprintf(stderr, "kabar-agent: %s\n", e.message);
+        return 2;
+    }
+    if ((a.lock_fd = lock_dir(a.dir)) < 0)
+        return 2;
+
+    /* Only the main thread takes the signals: the others start with them blocked. */
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs, old;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, &old);
+    atomic_init(&a.stop, false);
+    rc = agent_start(&a, schema);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    if (rc != 0) {
+        agent_stop(&a);
+        return 2;
+    }
+    alog(ALOG_INFO, "KABAR-AGENT-READY",
+         "agency %s accepting events on ipc://%s/agent.sock, forwarding to %s, inbox: %s",
+         a.cfg.agency, a.dir, a.cfg.broker,
+         a.cfg.exec_cmd ? "exec"
+         : a.cfg.jsonl  ? "jsonl"
+                        : "off (no --exec or --jsonl)");
+    int status = 0;
+    while (!got_signal) {
+        if (intake_turn(a.intake, 200, &e) != 0) {
+            alog(ALOG_ERROR, "KABAR-AGENT-INTAKE-FAIL", "%s", e.message);
+            status = 1;
+            break;
+        }
+    }
+    agent_stop(&a);
+    alog(ALOG_INFO, "KABAR-AGENT-STOP", "stopped%s", got_signal ? " on signal" : "");
+    return status;
+}
