@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "cmd_agent.h"
+#include "cmd_oversight.h"
 
 typedef struct command {
     const char *name;
@@ -25,6 +26,7 @@ static const command commands[] = {
     {"status", cmd_status, "show the log's head, size and consumers"},
     {"bench", cmd_bench, "measure publish and replay throughput against a broker"},
     {"agent", cmd_agent, "show a kabar-agent's outbox, inbox and dead letters"},
+    {"oversight", cmd_oversight, "the secretariat's report: visits, findings, innovations"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

@@ -1,0 +1,744 @@
+/*
+ * oversight.c - kabar-oversight: the secretariat's oversight agent.
+ *
+ *   broker --(durable subscription "oversight-AGENCY", every event)-->
+ *     oapply (one LMDB transaction per batch, position included) --> ack
+ *   every second and after each batch, once caught up with the log:
+ *     overdue findings --(finding.overdue, id "overdue-FINDING")--> broker
+ *     --> ack --> recorded in the state
+ *
+ * One thread, one poll loop. The phases of a turn: wait for records (at
+ * most until the next check is due), apply the batch and commit it, ack
+ * it, then check for overdue findings. SIGTERM/SIGINT only set a flag;
+ * the turn in progress finishes (its batch committed and acked) and the
+ * process exits 0.
+ *
+ * Exactly one finding.overdue per finding: the event's id is derived from
+ * the finding, so the broker stores it once however many times it is sent
+ * (after a crash between publishing and recording, it is sent again and
+ * acked as a duplicate with the original seq). And the check runs only
+ * when the state has caught up with the broker's head, so the agent never
+ * publishes on a finding whose resolution is still waiting in the log.
+ *
+ * Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or cannot start.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kabar.h"
+#include "oapply.h"
+#include "odate.h"
+#include "olog.h"
+#include "ostate.h"
+#include "overdue.h"
+
+#define OVS_VERSION    "0.1.0"
+#define SUB_PREFIX     "oversight-"
+#define BATCH_MAX      1024
+#define CHECK_MS       1000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 3000
+#define KILL_HOOK_ENV  "KABAR_OVERSIGHT_TEST_KILL_AFTER_PUBLISH"
+
+typedef struct config {
+    const char *agency;
+    const char *data;
+    const char *broker;
+    bool insecure;
+    const char *now;
+    const char *tz;
+    long timeout_ms;
+    const char *log_level;
+} config;
+
+/* The configuration: one table, printed by --help (STYLE.md #13). */
+static const struct {
+    const char *name, *arg, *env, *def, *help;
+} options[] = {
+    {"agency", "ID", "KABAR_AGENCY", NULL,
+     "the secretariat's agency: source of the finding.overdue events"},
+    {"data", "DIR", "KABAR_OVERSIGHT_DATA", NULL,
+     "data directory: oversight.mdb (the state), oversight.lock"},
+    {"broker", "ENDPOINT", "KABAR_BROKER", KABAR_DEFAULT_ENDPOINT, "the broker"},
+    {"insecure", NULL, NULL, NULL,
+     "accept a plaintext connection to the broker (required in this version)"},
+    {"now", "TIME", NULL, NULL,
+     "a fixed clock: RFC 3339 instant or date (00:00 in --tz); default: the real time"},
+    {"tz", "ZONE", NULL, "+07:00", "the region's zone for days: +07:00, WIB, WITA or WIT"},
+    {"timeout", "MS", NULL, "5000", "a broker silent this long is considered down"},
+    {"log-level", "LEVEL", NULL, "info", "debug, info, warn or error"},
+    {"help", NULL, NULL, NULL, "print this help"},
+    {"version", NULL, NULL, NULL, "print the version"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: kabar-oversight --agency ID --data DIR --broker ENDPOINT --insecure\n"
+               "                       [--now TIME] [--tz ZONE] [options]\n\n"
+               "Follows every event of the bus into the oversight state (findings, visits,\n"
+               "innovations, attendance) and publishes finding.overdue, once per finding,\n"
+               "when a finding's due date has passed with recommendations still open.\n"
+               "Report: kabar oversight report --data DIR. See docs/OVERSIGHT.md.\n\n"
+               "options:\n");
+    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", options[i].name, options[i].arg ? " " : "",
+                 options[i].arg ? options[i].arg : "");
+        fprintf(f, "  %-20s %s", left, options[i].help);
+        if (options[i].def)
+            fprintf(f, " (default %s)", options[i].def);
+        if (options[i].env)
+            fprintf(f, " [env %s]", options[i].env);
+        fputc('\n', f);
+    }
+}
+
+static bool valid_agency(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 2 || n > KABAR_MAX_AGENCY_LEN)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && c == '-')))
+            return false;
+    }
+    return true;
+}
+
+/* 0 ok, 1 exit 0 (help/version), 2 usage error. */
+static int parse_args(int argc, char **argv, config *c)
+{
+    *c = (config){.agency = getenv("KABAR_AGENCY"),
+                  .data = getenv("KABAR_OVERSIGHT_DATA"),
+                  .broker = getenv("KABAR_BROKER"),
+                  .tz = "+07:00",
+                  .timeout_ms = 5000,
+                  .log_level = "info"};
+    if (c->broker == NULL || c->broker[0] == '\0')
+        c->broker = KABAR_DEFAULT_ENDPOINT;
+    static const struct option longs[] = {{"agency", required_argument, 0, 'a'},
+                                          {"data", required_argument, 0, 'd'},
+                                          {"broker", required_argument, 0, 'b'},
+                                          {"insecure", no_argument, 0, 'I'},
+                                          {"now", required_argument, 0, 'n'},
+                                          {"tz", required_argument, 0, 'z'},
+                                          {"timeout", required_argument, 0, 't'},
+                                          {"log-level", required_argument, 0, 'l'},
+                                          {"help", no_argument, 0, 'h'},
+                                          {"version", no_argument, 0, 'V'},
+                                          {0, 0, 0, 0}};
+    int o;
+    char *end;
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        switch (o) {
+        case 'a':
+            c->agency = optarg;
+            break;
+        case 'd':
+            c->data = optarg;
+            break;
+        case 'b':
+            c->broker = optarg;
+            break;
+        case 'I':
+            c->insecure = true;
+            break;
+        case 'n':
+            c->now = optarg;
+            break;
+        case 'z':
+            c->tz = optarg;
+            break;
+        case 'l':
+            c->log_level = optarg;
+            break;
+        case 't':
+            errno = 0;
+            c->timeout_ms = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || c->timeout_ms < 100 || c->timeout_ms > 3600000) {
+                fprintf(stderr,
+                        "kabar-oversight: --timeout: \"%s\" is not a number of "
+                        "milliseconds from 100 to 3600000\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        case 'V':
+            printf("kabar-oversight %s\n", OVS_VERSION);
+            return 1;
+        default:
+            fprintf(stderr, "kabar-oversight: unknown or incomplete option \"%s\" (see --help)\n",
+                    argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kabar-oversight: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+/* The running agent. */
+typedef struct ovs {
+    config cfg;
+    char dir[PATH_MAX];
+    int lock_fd;
+    int tz_s;
+    bool fixed_clock;
+    int64_t fixed_now;
+    ostate *st;
+    kabar_client *c;
+    kabar_sub *sub;
+    char name[KABAR_MAX_ID_LEN + 1];
+    bool down_logged;
+    bool caught_up_logged;
+    int backoff_ms;
+    int64_t next_check_ms;
+    json_t *refused; /* finding ids whose finding.overdue the broker refused, this run */
+    /* results of one overdue round */
+    json_t *round;
+    uint64_t *seqs;
+    int *codes;
+    bool *dups;
+} ovs;
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+    got_signal = sig;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t clock_now(const ovs *o)
+{
+    return o->fixed_clock ? o->fixed_now : kabar_now();
+}
+
+static void nap(int ms)
+{
+    int64_t end = mono_ms() + ms;
+    while (!got_signal && mono_ms() < end) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Hold DIR/oversight.lock for the life of the process; -1 with a message when taken. */
+static int lock_dir(const char *dir)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/oversight.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "kabar-oversight: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char other[32] = "";
+        ssize_t n = read(fd, other, sizeof other - 1);
+        other[n > 0 ? n : 0] = '\0';
+        other[strcspn(other, "\n")] = '\0';
+        fprintf(stderr,
+                "kabar-oversight: data directory %s is in use by another kabar-oversight "
+                "(pid %s); stop it or use another --data\n",
+                dir, other[0] ? other : "unknown");
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || write(fd, pid, (size_t)len) != len) {
+        /* The pid is informational only; the lock is what counts. */
+    }
+    return fd;
+}
+
+/* ---- the broker connection ---- */
+
+static void drop(ovs *o)
+{
+    kabar_sub_close(&o->sub);
+    kabar_client_destroy(&o->c);
+}
+
+static void broker_down(ovs *o, const char *why)
+{
+    drop(o);
+    if (!o->down_logged)
+        olog(OLOG_WARN, "KABAR-OVERSIGHT-BROKER-DOWN",
+             "broker at %s unreachable: %s; reconnecting with backoff", o->cfg.broker, why);
+    o->down_logged = true;
+    nap(o->backoff_ms);
+    o->backoff_ms = o->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : o->backoff_ms * 2;
+}
+
+static bool attach(ovs *o)
+{
+    kabar_error e = {0};
+    kabar_client_opts co = {.timeout_ms = (int)o->cfg.timeout_ms, .window = 64};
+    kabar_sub_opts so = {.durable = o->name, .start = KABAR_START_FIRST, .credit = BATCH_MAX};
+    if (kabar_client_connect(&o->c, o->cfg.broker, &co, &e) != 0 ||
+        kabar_client_subscribe(o->c, &so, &o->sub, &e) != 0) {
+        broker_down(o, e.message);
+        return false;
+    }
+    o->backoff_ms = BACKOFF_MIN_MS;
+    o->down_logged = false;
+    o->caught_up_logged = false;
+    olog(OLOG_INFO, "KABAR-OVERSIGHT-BROKER-UP", "subscribed to every event at %s as %s",
+         o->cfg.broker, o->name);
+    return true;
+}
+
+/* ---- applying ---- */
+
+/* The state's position, or UINT64_MAX when it cannot be read. */
+static uint64_t state_position(ovs *o)
+{
+    ostate_txn *t = NULL;
+    kabar_error e = {0};
+    if (ostate_begin(o->st, false, &t, &e) != 0)
+        return UINT64_MAX;
+    uint64_t pos = ostate_position(t);
+    ostate_abort(&t);
+    return pos;
+}
+
+/*
+ * The durable consumer resumed beyond the state's position (a new --data
+ * for a consumer the broker already knows): read the missing seqs
+ * [from, to] with a bounded subscription and apply them first. 0, or a
+ * client or store error.
+ */
+static int fill_gap(ovs *o, uint64_t from, uint64_t to)
+{
+    kabar_sub *gap = NULL;
+    kabar_error e = {0};
+    kabar_sub_opts so = {.start = KABAR_START_SEQ, .seq = from, .until_seq = to, .credit = 4096};
+    olog(OLOG_WARN, "KABAR-OVERSIGHT-GAP",
+         "the broker resumed %s at seq %llu but the state is at %llu: reading seqs %llu to %llu "
+         "from the log first",
+         o->name, (unsigned long long)to + 1, (unsigned long long)from - 1,
+         (unsigned long long)from, (unsigned long long)to);
+    int rc = kabar_client_subscribe(o->c, &so, &gap, &e);
+    while (rc == 0) {
+        kabar_record rec;
+        ostate_txn *t = NULL;
+        oapply_outcome out;
+        size_t n = 0;
+        rc = kabar_sub_next(gap, &rec, (int)o->cfg.timeout_ms, &e);
+        if (rc == 0)
+            rc = ostate_begin(o->st, true, &t, &e);
+        while (rc == 0) {
+            rc = oapply_record(t, rec.seq, rec.received_at, rec.bytes, rec.len, &out, NULL, &e);
+            if (rc != 0 || ++n >= BATCH_MAX || (rc = kabar_sub_next(gap, &rec, 0, &e)) != 0)
+                break;
+        }
+        if (t != NULL && (rc == 0 || rc == KABAR_TIMEOUT || rc == KABAR_END)) {
+            int crc = ostate_commit(&t, &e);
+            rc = crc != 0 ? crc : rc;
+        }
+        ostate_abort(&t);
+        if (rc == KABAR_TIMEOUT)
+            rc = 0;
+    }
+    kabar_sub_close(&gap);
+    if (rc == KABAR_END && state_position(o) >= to)
+        return 0;
+    olog(OLOG_ERROR, "KABAR-OVERSIGHT-GAP", "cannot read seqs %llu to %llu: %s",
+         (unsigned long long)from, (unsigned long long)to, e.message);
+    return rc == KABAR_END || rc == 0 ? KABAR_NOT_FOUND : rc;
+}
+
+/*
+ * Apply `first` and whatever else is waiting (up to BATCH_MAX) in one
+ * transaction, commit, ack. Returns 0, or the subscription's error met
+ * after the batch (the batch is committed and acked first); a store
+ * failure is logged and returned as KABAR_STORE (nothing acked).
+ */
+static int apply_batch(ovs *o, kabar_record rec)
+{
+    ostate_txn *t = NULL;
+    kabar_error e = {0}, note = {0};
+    uint64_t last = 0;
+    size_t n = 0, stale = 0;
+    int sub_rc = 0;
+    uint64_t pos = state_position(o);
+    if (pos != UINT64_MAX && rec.seq > pos + 1) {
+        /* rec points into the subscription's buffer: keep a copy across the fill. */
+        kabar_buf copy = {0};
+        if (kabar_buf_append(&copy, rec.bytes, rec.len) != 0)
+            return KABAR_STORE;
+        int grc = fill_gap(o, pos + 1, rec.seq - 1);
+        rec.bytes = (const uint8_t *)copy.data;
+        int rc = grc != 0 ? grc : apply_batch(o, rec);
+        kabar_buf_free(&copy);
+        return rc == KABAR_NOT_FOUND ? KABAR_STORE : rc;
+    }
+    int rc = ostate_begin(o->st, true, &t, &e);
+    while (rc == 0) {
+        oapply_outcome out;
+        rc = oapply_record(t, rec.seq, rec.received_at, rec.bytes, rec.len, &out, &note, &e);
+        if (rc != 0)
+            break;
+        if (out == OAPPLY_IGNORED)
+            olog(OLOG_WARN, "KABAR-OVERSIGHT-IGNORED", "%s", note.message);
+        stale += out == OAPPLY_STALE;
+        last = rec.seq;
+        if (++n >= BATCH_MAX || got_signal)
+            break;
+        if ((sub_rc = kabar_sub_next(o->sub, &rec, 0, &note)) != 0)
+            break;
+    }
+    if (rc == 0)
+        rc = ostate_commit(&t, &e);
+    ostate_abort(&t);
+    if (rc != 0) {
+        olog(OLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL",
+             "cannot record events in the state: %s (not acknowledged; the broker sends them "
+             "again)",
+             e.message);
+        return KABAR_STORE;
+    }
+    olog(OLOG_DEBUG, "KABAR-OVERSIGHT-APPLIED", "%zu event(s) up to seq %llu (%zu already applied)",
+         n, (unsigned long long)last, stale);
+    if (kabar_sub_ack(o->sub, last, &e) != 0)
+        olog(OLOG_WARN, "KABAR-OVERSIGHT-SUB-LOST", "ack of seq %llu: %s", (unsigned long long)last,
+             e.message);
+    return sub_rc == KABAR_TIMEOUT ? 0 : sub_rc;
+}
+
+/* ---- overdue ---- */
+
+static void on_result(void *arg, const kabar_pub_result *r)
+{
+    ovs *o = arg;
+    size_t i = (size_t)(uintptr_t)r->user;
+    o->seqs[i] = r->seq;
+    o->codes[i] = r->code;
+    o->dups[i] = r->duplicate;
+    if (r->code != KABAR_OK) {
+        const char *fid =
+            json_string_value(json_object_get(json_array_get(o->round, i), "finding_id"));
+        olog(OLOG_ERROR, "KABAR-OVERSIGHT-OVERDUE-REJECTED",
+             "the broker refused finding.overdue for %s: %s: %s (not retried until a restart)", fid,
+             kabar_errname(r->code), r->message);
+    }
+}
+
+/* Publish one finding.overdue per body of o->round; 0, or a client error. */
+static int publish_round(ovs *o, size_t n, kabar_error *e)
+{
+    int rc = 0;
+    kabar_client_on_result(o->c, on_result, o);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        o->codes[i] = -1;
+        if (overdue_event(json_array_get(o->round, i), o->cfg.agency, clock_now(o), &bytes, &len,
+                          e) != 0) {
+            olog(OLOG_ERROR, "KABAR-OVERSIGHT-OVERDUE-REJECTED", "cannot build the event: %s",
+                 e->message);
+            continue;
+        }
+        rc = kabar_client_publish(o->c, bytes, len, (void *)(uintptr_t)i, e);
+        free(bytes);
+    }
+    if (rc == 0)
+        rc = kabar_client_flush(o->c, e);
+    return rc;
+}
+
+static void record_round(ovs *o, size_t n)
+{
+    ostate_txn *t = NULL;
+    kabar_error e = {0};
+    int rc = ostate_begin(o->st, true, &t, &e);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        json_t *b = json_array_get(o->round, i);
+        const char *fid = json_string_value(json_object_get(b, "finding_id"));
+        if (o->codes[i] == KABAR_OK)
+            rc = oapply_overdue_published(
+                t, fid, o->seqs[i], json_integer_value(json_object_get(b, "days_overdue")), &e);
+        else if (o->codes[i] > 0)
+            json_object_set_new(o->refused, fid, json_true());
+    }
+    if (rc == 0)
+        rc = ostate_commit(&t, &e);
+    ostate_abort(&t);
+    if (rc != 0) {
+        olog(OLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL",
+             "cannot record the published finding.overdue events: %s (they will be sent again "
+             "and stored once)",
+             e.message);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *b = json_array_get(o->round, i);
+        if (o->codes[i] == KABAR_OK)
+            olog(OLOG_INFO, "KABAR-OVERSIGHT-OVERDUE",
+                 "finding %s of %s is %lld day(s) past its due date %s: finding.overdue is seq "
+                 "%llu%s",
+                 json_string_value(json_object_get(b, "finding_id")),
+                 json_string_value(json_object_get(b, "auditee")),
+                 (long long)json_integer_value(json_object_get(b, "days_overdue")),
+                 json_string_value(json_object_get(b, "due")), (unsigned long long)o->seqs[i],
+                 o->dups[i] ? " (already in the log)" : "");
+    }
+}
+
+/* The findings to publish now, without those refused in this run. */
+static int pending(ovs *o, uint64_t head, uint64_t *position, kabar_error *e)
+{
+    ostate_txn *t = NULL;
+    json_t *all = NULL;
+    int32_t today = odate_of_instant(clock_now(o), o->tz_s);
+    int rc = ostate_begin(o->st, false, &t, e);
+    if (rc == 0) {
+        *position = ostate_position(t);
+        if (*position >= head)
+            rc = overdue_pending(t, today, o->tz_s, &all, e);
+    }
+    ostate_abort(&t);
+    json_decref(o->round);
+    o->round = json_array();
+    size_t i;
+    json_t *b;
+    json_array_foreach(all, i, b)
+    {
+        if (json_object_get(o->refused, json_string_value(json_object_get(b, "finding_id"))) ==
+            NULL)
+            json_array_append(o->round, b);
+    }
+    json_decref(all);
+    return rc;
+}
+
+static bool grow_results(ovs *o, size_t n)
+{
+    free(o->seqs);
+    free(o->codes);
+    free(o->dups);
+    o->seqs = calloc(n + 1, sizeof *o->seqs);
+    o->codes = calloc(n + 1, sizeof *o->codes);
+    o->dups = calloc(n + 1, sizeof *o->dups);
+    return o->seqs && o->codes && o->dups;
+}
+
+static void check_overdue(ovs *o)
+{
+    kabar_error e = {0};
+    kabar_head h;
+    uint64_t position = 0;
+    o->next_check_ms = mono_ms() + CHECK_MS;
+    if (o->c == NULL)
+        return;
+    if (kabar_client_head(o->c, &h, &e) != 0) {
+        broker_down(o, e.message);
+        return;
+    }
+    if (pending(o, h.seq, &position, &e) != 0) {
+        olog(OLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL", "reading the state: %s", e.message);
+        return;
+    }
+    if (position < h.seq)
+        return; /* still catching up: a later event may resolve a finding */
+    size_t n = json_array_size(o->round);
+    if (n > 0) {
+        if (!grow_results(o, n)) {
+            olog(OLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL", "out of memory");
+            return;
+        }
+        if (publish_round(o, n, &e) != 0) {
+            broker_down(o, e.message);
+            return;
+        }
+        if (getenv(KILL_HOOK_ENV) != NULL && strcmp(getenv(KILL_HOOK_ENV), "1") == 0)
+            raise(SIGKILL); /* fault test: published and acked, not recorded */
+        record_round(o, n);
+    }
+    if (!o->caught_up_logged) {
+        olog(OLOG_INFO, "KABAR-OVERSIGHT-CAUGHT-UP",
+             "state at seq %llu (the broker's head); %zu finding.overdue published in this check",
+             (unsigned long long)position, n);
+        o->caught_up_logged = true;
+    }
+}
+
+/* ---- start, run, stop ---- */
+
+static int start(ovs *o)
+{
+    kabar_error e = {0};
+    ostate_txn *t = NULL;
+    char have[KABAR_MAX_AGENCY_LEN + 1];
+    int rc = ostate_open(&o->st, o->dir, false, &e);
+    if (rc == 0)
+        rc = ostate_begin(o->st, true, &t, &e);
+    if (rc == 0)
+        rc = ostate_meta_get(t, "agency", have, sizeof have, &e);
+    if (rc == 0 && have[0] != '\0' && strcmp(have, o->cfg.agency) != 0)
+        rc = kabar_error_set(&e, KABAR_BAD_VALUE,
+                             "%s holds the oversight state of agency \"%s\", not \"%s\"; use "
+                             "another --data",
+                             o->dir, have, o->cfg.agency);
+    if (rc == 0 && have[0] == '\0')
+        rc = ostate_meta_put(t, "agency", o->cfg.agency, &e);
+    if (rc == 0)
+        rc = ostate_commit(&t, &e);
+    ostate_abort(&t);
+    if (rc != 0)
+        olog(OLOG_ERROR, "KABAR-OVERSIGHT-START-FAIL", "%s", e.message);
+    return rc;
+}
+
+static int run(ovs *o)
+{
+    o->next_check_ms = mono_ms();
+    while (!got_signal) {
+        if (o->sub == NULL && !attach(o))
+            continue;
+        int64_t wait = o->next_check_ms - mono_ms();
+        kabar_record rec;
+        kabar_error e = {0};
+        int rc = kabar_sub_next(o->sub, &rec, wait < 0 ? 0 : (int)wait, &e);
+        if (rc == 0)
+            rc = apply_batch(o, rec);
+        if (rc == KABAR_STORE) {
+            drop(o); /* unacked: the broker sends the batch again after the backoff */
+            nap(BACKOFF_MAX_MS);
+            continue;
+        }
+        if (rc != 0 && rc != KABAR_TIMEOUT) {
+            olog(OLOG_WARN, "KABAR-OVERSIGHT-SUB-LOST", "subscription %s lost: %s: %s", o->name,
+                 kabar_errname(rc), e.message);
+            broker_down(o, e.message);
+            continue;
+        }
+        if (got_signal)
+            break;
+        if (rc == 0 || mono_ms() >= o->next_check_ms)
+            check_overdue(o);
+    }
+    return 0;
+}
+
+static int check_config(ovs *o)
+{
+    const config *c = &o->cfg;
+    kabar_error e = {0};
+    if (c->agency == NULL || !valid_agency(c->agency)) {
+        fprintf(stderr,
+                "kabar-oversight: --agency %s: need an agency id like \"setda\" "
+                "(a-z, 0-9 and '-', 2 to 32 characters)\n",
+                c->agency ? c->agency : "(missing)");
+        return 2;
+    }
+    if (c->data == NULL || c->data[0] == '\0') {
+        fprintf(stderr, "kabar-oversight: --data DIR is required (the agent's own directory)\n");
+        return 2;
+    }
+    if (!c->insecure) {
+        fprintf(stderr, "kabar-oversight: refusing to connect without encryption: CURVE is not "
+                        "available in this version; pass --insecure to accept plaintext\n");
+        return 2;
+    }
+    if (!odate_tz_parse(c->tz, &o->tz_s)) {
+        fprintf(stderr,
+                "kabar-oversight: --tz %s: use +07:00 (WIB), +08:00 (WITA), +09:00 "
+                "(WIT) or another +HH:MM\n",
+                c->tz);
+        return 2;
+    }
+    if (c->now != NULL) {
+        if (odate_parse_time(c->now, o->tz_s, &o->fixed_now, &e) != 0) {
+            fprintf(stderr, "kabar-oversight: --now: %s\n", e.message);
+            return 2;
+        }
+        o->fixed_clock = true;
+    }
+    if (olog_level_parse(c->log_level) < 0) {
+        fprintf(stderr, "kabar-oversight: --log-level %s: use debug, info, warn or error\n",
+                c->log_level);
+        return 2;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    ovs o = {.lock_fd = -1, .backoff_ms = BACKOFF_MIN_MS};
+    int rc = parse_args(argc, argv, &o.cfg);
+    if (rc != 0)
+        return rc == 1 ? 0 : 2;
+    if ((rc = check_config(&o)) != 0)
+        return rc;
+    olog_init((olog_level)olog_level_parse(o.cfg.log_level));
+    if (mkdir(o.cfg.data, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "kabar-oversight: cannot create data directory %s: %s\n", o.cfg.data,
+                strerror(errno));
+        return 2;
+    }
+    if (realpath(o.cfg.data, o.dir) == NULL) {
+        fprintf(stderr, "kabar-oversight: data directory %s: %s\n", o.cfg.data, strerror(errno));
+        return 2;
+    }
+    kabar_error e = {0};
+    if (kabar_schema_default(&e) == NULL) {
+        fprintf(stderr, "kabar-oversight: %s\n", e.message);
+        return 2;
+    }
+    if ((o.lock_fd = lock_dir(o.dir)) < 0)
+        return 2;
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal; /* no SA_RESTART: a wait returns early */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    snprintf(o.name, sizeof o.name, "%s%s", SUB_PREFIX, o.cfg.agency);
+    o.refused = json_object();
+    if (start(&o) != 0) {
+        close(o.lock_fd);
+        return 2;
+    }
+    char now[KABAR_TIME_MAX], tz[ODATE_TZ_MAX];
+    kabar_time_format(clock_now(&o), now);
+    odate_tz_format(o.tz_s, tz);
+    olog(OLOG_INFO, "KABAR-OVERSIGHT-READY", "agency %s, state %s, broker %s, zone %s, clock %s%s",
+         o.cfg.agency, ostate_path(o.st), o.cfg.broker, tz,
+         o.fixed_clock ? "fixed at " : "real time, now ", now);
+    rc = run(&o);
+    drop(&o);
+    ostate_close(&o.st);
+    json_decref(o.refused);
+    json_decref(o.round);
+    free(o.seqs);
+    free(o.codes);
+    free(o.dups);
+    close(o.lock_fd);
+    olog(OLOG_INFO, "KABAR-OVERSIGHT-STOP", "stopped%s", got_signal ? " on signal" : "");
+    return rc;
+}
