@@ -871,9 +871,16 @@ static void phase_ack(server *sv)
 
 static bool phase_relay(server *sv)
 {
+    /*
+     * Move the reader to the new snapshot even when nobody subscribes: an
+     * LMDB reader left on an old snapshot keeps every page freed since from
+     * being reused, and the log file would grow by the copied-on-write
+     * pages of every commit (tens of KiB each) until someone subscribes.
+     */
+    store_reader *rd = reader(sv);
     if (subs_count(sv->subs) == 0)
         return false;
-    subs_relay_in in = {.reader = reader(sv), .fresh = sv->fresh, .nfresh = sv->nfresh};
+    subs_relay_in in = {.reader = rd, .fresh = sv->fresh, .nfresh = sv->nfresh};
     in.head = in.reader != NULL ? store_reader_head(in.reader) : store_head(sv->st);
     if (in.reader == NULL && sv->nfresh == 0)
         return false;

@@ -172,6 +172,19 @@ class Lifecycle(kt.KabarTestCase):
         self.assertEqual({e["id"]: e["seq"] for e in log}, acked, "the log differs from what was acked")
         self.assertEqual(b.stop(), 0, b.log_text()[-2000:])
 
+    def test_log_does_not_bloat_without_subscribers(self):
+        # 2000 commits of one small event each with nobody subscribed: the log
+        # holds about 1 MiB of data. A broker whose read snapshot stays on an
+        # old commit keeps LMDB from reusing freed pages, and the file grows by
+        # the copied pages of every commit (it reached 64 MiB here).
+        b = self.start_broker()
+        c = self.raw(b)
+        for ev in kt.EventFactory(seed=5, prefix="bloat").make_many(2000):
+            res = c.publish([kt.event_msgpack(ev)])
+            self.assertGreater(res[0][0], 0, res)
+        size = os.path.getsize(os.path.join(b.data_dir, "log.mdb"))
+        self.assertLess(size, 16 << 20, "log.mdb is %d KiB for 2000 small events" % (size >> 10))
+
     def test_disk_full_tmpfs(self):
         if os.geteuid() != 0:
             self.skipTest("needs root to mount a small tmpfs")

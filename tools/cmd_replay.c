@@ -178,8 +178,14 @@ static int write_record(replay *r, const kabar_record *rec, kabar_error *err)
     if (rc == KABAR_NO_MEMORY)
         return kabar_error_set(err, rc, "out of memory writing event seq %llu",
                                (unsigned long long)rec->seq);
-    if (rc != 0)
-        return rc; /* err names the event's problem */
+    if (rc != 0) { /* a stored event that does not decode: say which one */
+        kabar_error why = *err;
+        return kabar_error_set(err, rc,
+                               "event seq %llu in the log cannot be read: %s (the log is damaged; "
+                               "--from %llu skips it)",
+                               (unsigned long long)rec->seq, why.message,
+                               (unsigned long long)rec->seq + 1);
+    }
     if (fwrite(b->data, 1, b->len, stdout) != b->len) {
         int e = errno;
         r->reader_gone = e == EPIPE || cli_reader_gone();
