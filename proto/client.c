@@ -24,11 +24,20 @@
  *
  * Sessions and recovery. The broker keeps no state for a connection it has
  * lost, so the client tracks a "session": it begins when a PONG answers a
- * PING sent after the last (re)connection. A session ends when
+ * PING sent on a freshly made socket. A session ends when
  *  - the socket monitor reports the TCP/IPC connection dropped (a broker
- *    restart: ZeroMQ reconnects by itself every 100 ms), or
+ *    restart), or
  *  - nothing at all was heard for half of timeout_ms after a PING (a
- *    silent network): then the DEALER is closed and made anew.
+ *    silent network).
+ * Either way the DEALER is closed and made anew; ZeroMQ's own reconnection
+ * is turned off (ZMQ_RECONNECT_IVL -1). That is what keeps a producer's
+ * events in order across a broker restart: a socket that reconnected by
+ * itself could carry a new batch to the new broker before the client knew
+ * the old one had lost the batches before it, and the new batch would be
+ * stored first. A socket the client made itself carries nothing of a
+ * session until its PONG. While there is no session, a socket that got no
+ * PONG is made anew after a backoff (RETRY_MIN_MS doubling to
+ * RETRY_MAX_MS), so a broker that is down at first is found when it comes.
  * When the next session begins, every unacked event is sent again from
  * `tail` (the broker's idempotent publish acks a stored event with its
  * original seq; a result already known is kept) and every subscription is
@@ -69,8 +78,9 @@
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_WINDOW     256
 #define DEFAULT_CREDIT     1024
-#define RECONNECT_IVL_MS   100
-#define RETRY_PING_MS      100 /* PING interval while there is no session */
+#define RETRY_MIN_MS       250  /* a socket without a PONG is made anew after this... */
+#define RETRY_MAX_MS       2000 /* ...doubling up to this */
+#define RETRY_PING_MS      100  /* PING interval while there is no session */
 #define LINGER_MS          200
 
 typedef struct pub_slot {
@@ -144,7 +154,9 @@ struct kabar_client {
     uint64_t session_ping; /* a PONG with an id >= this begins the session */
     int64_t last_ping_ms;  /* last PING attempt */
     int64_t unanswered_ms; /* first PING not answered yet, 0: none */
-    bool recreated;        /* the socket was remade during this silence */
+    bool reopen;           /* the connection dropped: make a new socket */
+    int64_t opened_ms;     /* when the current socket was made */
+    int retry_ms;          /* make a new one if no PONG within this */
 
     pub_slot *slots; /* `window` of them */
     uint64_t tail, sent, head;
@@ -186,7 +198,7 @@ static void socket_close(kabar_client *c)
 
 static int socket_open(kabar_client *c, kabar_error *err)
 {
-    int linger = LINGER_MS, one = 1, ivl = RECONNECT_IVL_MS, zero = 0;
+    int linger = LINGER_MS, one = 1, never = -1, zero = 0;
     char addr[96];
 
     c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
@@ -195,7 +207,7 @@ static int socket_open(kabar_client *c, kabar_error *err)
                                zmq_strerror(errno));
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &one, sizeof one);
-    zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &never, sizeof never); /* see Sessions */
     /* The window and the credit bound what is queued; never drop a frame. */
     zmq_setsockopt(c->sock, ZMQ_SNDHWM, &zero, sizeof zero);
     zmq_setsockopt(c->sock, ZMQ_RCVHWM, &zero, sizeof zero);
@@ -216,6 +228,8 @@ static int socket_open(kabar_client *c, kabar_error *err)
                                "tcp://host:7450 or ipc:///path/to/socket)",
                                c->endpoint, zmq_strerror(e));
     }
+    c->opened_ms = now_ms();
+    c->reopen = false;
     return 0;
 }
 
@@ -247,6 +261,20 @@ static void session_lost(kabar_client *c)
             s->need_send = true;
     if (c->req_state == REQ_WAITING)
         c->req_need_send = true;
+}
+
+static void drain_monitor(kabar_client *c);
+
+/*
+ * Is the session still up? Asked right before sending anything that belongs
+ * to it (PUB, SUB, CREDIT, CACK), so that a dropped connection is noticed
+ * before, not after, we hand the socket more work. (Order does not depend
+ * on it: the socket never reconnects by itself; see Sessions.)
+ */
+static bool session_up(kabar_client *c)
+{
+    drain_monitor(c);
+    return c->session;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -321,7 +349,7 @@ static void send_pending(kabar_client *c, bool force)
     uint32_t threshold = c->window / 4 ? c->window / 4 : 1;
     if (threshold > KABAR_MAX_BATCH)
         threshold = KABAR_MAX_BATCH;
-    while (c->session && c->sent < c->head) {
+    while (c->sent < c->head && session_up(c)) {
         uint64_t pending = c->head - c->sent;
         bool idle = c->sent == c->tail;
         if (!force && !idle && pending < threshold)
@@ -416,7 +444,7 @@ static kabar_sub *sub_find(kabar_client *c, uint64_t id)
  */
 static void flush_ack(kabar_client *c, kabar_sub *s)
 {
-    if (!c->session || !s->epoch_ok || s->acked <= s->acked_sent)
+    if (!s->epoch_ok || s->acked <= s->acked_sent || !session_up(c))
         return;
     if (s->acked < s->epoch_first) {
         s->acked_sent = s->acked;
@@ -447,6 +475,10 @@ static void sub_send(kabar_client *c, kabar_sub *s)
         uint64_t from = s->last + 1 > s->first ? s->last + 1 : s->first;
         o.start = KABAR_START_SEQ;
         o.seq = from ? from : 1;
+    }
+    if (!session_up(c)) {
+        s->need_send = true; /* at the next session */
+        return;
     }
     s->epoch++;
     s->epoch_ok = false;
@@ -529,7 +561,7 @@ static void on_sub_err(kabar_client *c, kabar_sub *s, int code, kabar_str text)
 static void grant_credit(kabar_client *c, kabar_sub *s)
 {
     uint32_t half = s->credit / 2 ? s->credit / 2 : 1;
-    if (s->consumed < half || !c->session || s->ended)
+    if (s->consumed < half || s->ended || !session_up(c))
         return;
     if (wire_enc_cmd1(&c->hdr, WIRE_CREDIT, s->id, s->consumed) == 0 &&
         send_msg(c, &c->hdr, 0) == 0)
@@ -542,6 +574,7 @@ static void grant_credit(kabar_client *c, kabar_sub *s)
 static void session_begins(kabar_client *c)
 {
     c->session = true;
+    c->retry_ms = RETRY_MIN_MS;
     if (c->resync) {
         c->resync = false;
         c->nbatches = 0;
@@ -661,8 +694,10 @@ static void drain_monitor(kabar_client *c)
             more = zmq_msg_more(&m);
             zmq_msg_close(&m);
         }
-        if (first && event == ZMQ_EVENT_DISCONNECTED)
+        if (first && event == ZMQ_EVENT_DISCONNECTED) {
             session_lost(c);
+            c->reopen = true;
+        }
     }
 }
 
@@ -693,16 +728,37 @@ static int drain(kabar_client *c)
             }
         }
         c->unanswered_ms = 0;
-        c->recreated = false;
         dispatch(c, &hdr, has_body ? &body : NULL);
         zmq_msg_close(&hdr);
         zmq_msg_close(&body);
     }
 }
 
+/*
+ * A new socket when the connection dropped, or when one without a session
+ * got no PONG within its retry time. 0, or the error of making it.
+ */
+static int reconnect(kabar_client *c, int64_t now, kabar_error *err)
+{
+    if (c->session || (!c->reopen && now - c->opened_ms < c->retry_ms))
+        return 0;
+    if (!c->reopen) /* no answer on the last socket: wait longer next time */
+        c->retry_ms = c->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : c->retry_ms * 2;
+    kabar_error e;
+    socket_close(c);
+    if (socket_open(c, &e) != 0)
+        return kabar_error_set(err, e.code, "%s", e.message);
+    session_lost(c);
+    send_ping(c, now);
+    return 0;
+}
+
 /* Pings, and what silence means. KABAR_CONNECT when the broker is gone. */
 static int tick(kabar_client *c, int64_t now, kabar_error *err)
 {
+    int rc;
+    if ((rc = reconnect(c, now, err)) != 0)
+        return rc;
     int interval = c->session ? KABAR_PING_INTERVAL_MS : RETRY_PING_MS;
     if (now - c->last_ping_ms >= interval)
         send_ping(c, now);
@@ -711,21 +767,17 @@ static int tick(kabar_client *c, int64_t now, kabar_error *err)
     int64_t quiet = now - c->unanswered_ms;
     if (quiet >= c->timeout_ms) {
         c->unanswered_ms = 0;
-        c->recreated = false;
         session_lost(c);
+        c->reopen = true;
         return kabar_error_set(err, KABAR_CONNECT,
                                "no answer from the broker at %s for %d ms (is kabard running? "
                                "check --broker / KABAR_BROKER)",
                                c->endpoint, c->timeout_ms);
     }
-    if (quiet >= c->timeout_ms / 2 && !c->recreated) {
-        kabar_error e;
-        socket_close(c);
-        if (socket_open(c, &e) != 0)
-            return kabar_error_set(err, e.code, "%s", e.message);
-        c->recreated = true;
+    if (c->session && quiet >= c->timeout_ms / 2) { /* a silent network */
         session_lost(c);
-        send_ping(c, now);
+        c->reopen = true;
+        return reconnect(c, now, err);
     }
     return 0;
 }
@@ -735,13 +787,18 @@ static int next_timer(const kabar_client *c, int64_t now)
 {
     int interval = c->session ? KABAR_PING_INTERVAL_MS : RETRY_PING_MS;
     int64_t t = c->last_ping_ms + interval - now;
+    if (!c->session) {
+        int64_t remake = c->reopen ? 0 : c->opened_ms + c->retry_ms - now;
+        if (remake < t)
+            t = remake;
+    }
     if (c->unanswered_ms) {
         int64_t give_up = c->unanswered_ms + c->timeout_ms - now;
-        int64_t remake = c->unanswered_ms + c->timeout_ms / 2 - now;
+        int64_t silent = c->unanswered_ms + c->timeout_ms / 2 - now;
         if (give_up < t)
             t = give_up;
-        if (!c->recreated && remake < t)
-            t = remake;
+        if (c->session && silent < t)
+            t = silent;
     }
     return t < 0 ? 0 : (int)t;
 }
@@ -800,6 +857,7 @@ int kabar_client_connect(kabar_client **out, const char *endpoint, const kabar_c
     c->timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
     c->window = opts && opts->window > 0 ? opts->window : DEFAULT_WINDOW;
     c->next_id = 1;
+    c->retry_ms = RETRY_MIN_MS;
     c->endpoint = strdup(endpoint);
     c->slots = calloc(c->window, sizeof *c->slots);
     c->batches = calloc(c->window, sizeof *c->batches);
@@ -899,6 +957,23 @@ int kabar_client_publish(kabar_client *c, const void *bytes, size_t len, void *u
     int rc;
     if (c == NULL || bytes == NULL || len == 0)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "publish: no event bytes given");
+    if (len > KABAR_MAX_EVENT_BYTES) {
+        /*
+         * The broker would refuse it, and a frame past its ZMQ_MAXMSGSIZE
+         * costs the connection: the event would be sent again at every
+         * reconnection and never answered. Refuse it here, as a result in
+         * publishing order (after those of the events before it).
+         */
+        if ((rc = kabar_client_flush(c, err)) != 0)
+            return rc;
+        char msg[96];
+        snprintf(msg, sizeof msg, "event of %zu bytes is larger than the limit of %d bytes", len,
+                 KABAR_MAX_EVENT_BYTES);
+        kabar_pub_result r = {.user = user, .code = KABAR_TOO_BIG, .message = msg};
+        if (c->cb)
+            c->cb(c->cb_arg, &r);
+        return 0;
+    }
     drain(c);
     while (c->head - c->tail >= c->window) {
         send_pending(c, true);

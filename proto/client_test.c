@@ -451,6 +451,84 @@ static void test_publish_across_restart(void **state)
     free(res);
 }
 
+/*
+ * The broker restarts while a batch is in flight, and the application goes
+ * on publishing without waiting: ZeroMQ has reconnected by then, but the
+ * client must not send the later events before it has resent the lost
+ * batch, or the new broker stores them out of publishing order.
+ */
+static void test_publish_order_after_silent_reconnect(void **state)
+{
+    fake *f = *state;
+    kabar_client *c = NULL;
+    kabar_error err;
+    results *res = calloc(1, sizeof *res);
+    res->in_order = true;
+    kabar_client_opts o = {.timeout_ms = 5000, .window = 2048};
+    assert_int_equal(kabar_client_connect(&c, f->endpoint, &o, &err), 0);
+    kabar_client_on_result(c, on_result, res);
+    publish_n(c, res, 0, 1);
+    assert_int_equal(kabar_client_flush(c, &err), 0);
+    publish_n(c, res, 1, 1);   /* goes out at once (nothing in flight); the fake holds it */
+    f->restart = 1;            /* ... and forgets it */
+    usleep(1000000);           /* the DEALER reconnects meanwhile; the client is not asked */
+    publish_n(c, res, 2, 600); /* enough for a batch to go out on its own */
+    assert_int_equal(kabar_client_flush(c, &err), 0);
+    assert_int_equal(res->n, 602);
+    assert_true(res->in_order);
+    for (uint64_t i = 0, k = 0; i < 602; i++) {
+        if (i % 97 == 5)
+            continue;
+        char want[32];
+        int len = snprintf(want, sizeof want, "event-%llu", (unsigned long long)i);
+        assert_int_equal(res->seqs[i], k + 1);
+        assert_int_equal(f->stored_len[k], (size_t)len);
+        assert_memory_equal(f->stored[k], want, (size_t)len); /* stored in publishing order */
+        k++;
+    }
+    assert_int_equal(f->nstored, 602 - 7); /* 5, 102, ..., 587 are "bad" */
+    kabar_client_destroy(&c);
+    free(res);
+}
+
+/*
+ * An event larger than KABAR_MAX_EVENT_BYTES is refused by the client itself,
+ * as a TOO_BIG result in publishing order: sent, it would cost the connection
+ * (kabard's ZMQ_MAXMSGSIZE) and go again at every reconnection, so flush
+ * never returned.
+ */
+static void test_publish_too_big(void **state)
+{
+    fake *f = *state;
+    kabar_client *c = NULL;
+    kabar_error err;
+    results *res = calloc(1, sizeof *res);
+    res->in_order = true;
+    kabar_client_opts o = {.timeout_ms = 5000, .window = 8};
+    assert_int_equal(kabar_client_connect(&c, f->endpoint, &o, &err), 0);
+    kabar_client_on_result(c, on_result, res);
+    size_t big = 5 * KABAR_MAX_EVENT_BYTES;
+    char *ev = malloc(big);
+    memset(ev, 'x', big);
+    memcpy(ev, "event-0", 7);
+    assert_int_equal(kabar_client_publish(c, ev, 7, (void *)(uintptr_t)0, &err), 0);
+    assert_int_equal(kabar_client_publish(c, ev, big, (void *)(uintptr_t)1, &err), 0);
+    memcpy(ev, "event-2", 7);
+    assert_int_equal(kabar_client_publish(c, ev, 7, (void *)(uintptr_t)2, &err), 0);
+    assert_int_equal(kabar_client_flush(c, &err), 0);
+    assert_int_equal(res->n, 3);
+    assert_true(res->in_order);
+    assert_int_equal(res->codes[0], KABAR_OK);
+    assert_int_equal(res->codes[1], KABAR_TOO_BIG);
+    assert_int_equal(res->seqs[1], 0);
+    assert_non_null(strstr(res->last_message, "larger than the limit"));
+    assert_int_equal(res->codes[2], KABAR_OK);
+    assert_int_equal(f->nstored, 2); /* the big one never went out */
+    kabar_client_destroy(&c);
+    free(ev);
+    free(res);
+}
+
 static void test_subscribe_credit_end(void **state)
 {
     fake *f = *state;
@@ -487,6 +565,9 @@ int main(void)
         cmocka_unit_test(test_connect_without_broker),
         cmocka_unit_test_setup_teardown(test_publish_window_order, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_publish_across_restart, fake_start, fake_stop),
+        cmocka_unit_test_setup_teardown(test_publish_order_after_silent_reconnect, fake_start,
+                                        fake_stop),
+        cmocka_unit_test_setup_teardown(test_publish_too_big, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_subscribe_credit_end, fake_start, fake_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
