@@ -8,13 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blog.h"
+#include "klog.h"
 
 typedef enum cfg_type {
     CFG_STRING, /* const char * */
     CFG_SWITCH, /* bool, no value */
     CFG_BYTES,  /* uint64_t, with K/M/G/T suffixes */
-    CFG_LEVEL,  /* int, a blog_level by name */
+    CFG_LEVEL,  /* int, a klog_level by name */
 } cfg_type;
 
 typedef struct cfg_row {
@@ -125,8 +125,8 @@ static int set(kabard_config *c, const cfg_row *r, const char *val, const char *
                                    from, val);
         return 0;
     case CFG_LEVEL: {
-        int lv = blog_level_parse(val);
-        if (lv < 0 || lv > BLOG_WARN)
+        int lv = klog_level_parse(val);
+        if (lv < 0 || lv > KLOG_WARN)
             return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
                                    "%s: \"%s\" is not a log level (expected debug, info or "
                                    "warn)",

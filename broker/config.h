@@ -29,7 +29,7 @@ typedef struct kabard_config {
     const char *schema; /* --schema FILE, KABAR_SCHEMA; NULL: the built-in registry */
     uint64_t max_size;  /* --max-size BYTES: the log's size limit, 0 = the disk's */
     bool unsafe_nosync; /* --unsafe-nosync: benchmarks only, acks before the disk has it */
-    int log_level;      /* --log-level: a blog_level */
+    int log_level;      /* --log-level: a klog_level */
     bool help;          /* --help */
     bool version;       /* --version */
 } kabard_config;

@@ -10,7 +10,6 @@
 
 #include <string.h>
 
-#include "blog.c"
 #include "config.c"
 
 static const char *fake_env_vals[][2] = {
@@ -45,7 +44,7 @@ static void test_defaults(void **state)
     assert_null(c.schema);
     assert_int_equal(c.max_size, 0);
     assert_false(c.unsafe_nosync);
-    assert_int_equal(c.log_level, BLOG_INFO);
+    assert_int_equal(c.log_level, KLOG_INFO);
     assert_int_equal(config_check(&c, &e), KABAR_INVALID_ARGUMENT);
     assert_non_null(strstr(e.message, "--data"));
     assert_non_null(strstr(e.message, "KABAR_DATA"));
@@ -69,7 +68,7 @@ static void test_env_then_flags(void **state)
     assert_string_equal(c.data, "/flag/data");
     assert_string_equal(c.listen, "tcp://127.0.0.1:*");
     assert_true(c.max_size == 64ULL << 30);
-    assert_int_equal(c.log_level, BLOG_DEBUG);
+    assert_int_equal(c.log_level, KLOG_DEBUG);
     assert_true(c.unsafe_nosync);
 }
 

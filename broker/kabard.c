@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "blog.h"
+#include "klog.h"
 #include "config.h"
 #include "server.h"
 #include "store.h"
@@ -189,7 +189,7 @@ int main(int argc, char **argv)
                         "loopback only)\n");
         return EXIT_USAGE;
     }
-    blog_init(2, (blog_level)cfg.log_level);
+    klog_init("kabard", 2, (klog_level)cfg.log_level);
     if (install_signals() != 0) {
         kabar_error_set(&err, KABAR_IO, "%s", strerror(errno));
         return fail(EXIT_USAGE, "cannot install signal handlers: ", &err);
@@ -221,13 +221,13 @@ int main(int argc, char **argv)
         goto out;
     }
     if (cfg.unsafe_nosync)
-        blog(BLOG_WARN, "KABARD-NOSYNC",
+        klog(KLOG_WARN, "KABARD-NOSYNC",
              "--unsafe-nosync: commits are not synced, acked events can be lost in a crash");
-    blog(BLOG_WARN, "KABARD-INSECURE",
+    klog(KLOG_WARN, "KABARD-INSECURE",
          "plaintext transport (--insecure): anyone who can reach "
          "%s can publish and read",
          server_endpoint(sv));
-    blog(BLOG_INFO, "KABARD-READY", "listening on %s (data %s, head seq %" PRIu64 ")",
+    klog(KLOG_INFO, "KABARD-READY", "listening on %s (data %s, head seq %" PRIu64 ")",
          server_endpoint(sv), cfg.data, store_head(st));
 
     rc = server_run(sv, &stop_flag, &err);
@@ -237,10 +237,10 @@ int main(int argc, char **argv)
     store_close(&st);
     remove_endpoint(cfg.data);
     if (rc != 0) {
-        blog(BLOG_ERROR, "KABARD-FAIL", "stopping on a runtime failure: %s", err.message);
+        klog(KLOG_ERROR, "KABARD-FAIL", "stopping on a runtime failure: %s", err.message);
         exit_code = EXIT_RUNTIME;
     } else {
-        blog(BLOG_INFO, "KABARD-STOP",
+        klog(KLOG_INFO, "KABARD-STOP",
              "stopped cleanly (events committed this run %" PRIu64 ", duplicates %" PRIu64
              ", rejected %" PRIu64 ")",
              stats.published, stats.duplicates, stats.rejected);

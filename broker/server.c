@@ -48,7 +48,7 @@
 #include <msgpack.h>
 #include <zmq.h>
 
-#include "blog.h"
+#include "klog.h"
 #include "config.h"
 #include "subs.h"
 #include "wire.h"
@@ -112,7 +112,7 @@ struct server {
     kabar_error commit_err; /* code != 0: this turn's commit failed */
     kabar_buf out;          /* a reply being encoded */
 
-    blog_limit lim_bad, lim_reject, lim_store, lim_relay;
+    klog_limit lim_bad, lim_reject, lim_store, lim_relay;
 };
 
 static int64_t mono_ms(void)
@@ -164,7 +164,7 @@ static void send_err(server *sv, const peer *p, uint64_t id, const char *what, c
 {
     char hex[40];
     sv->stats.bad_msgs++;
-    blog_limited(&sv->lim_bad, mono_ms(), BLOG_INFO, "KABARD-BAD-MSG",
+    klog_limited(&sv->lim_bad, mono_ms(), KLOG_INFO, "KABARD-BAD-MSG",
                  "peer %s: %s answered with ERR %s: %s", hex_rid(p->rid, p->rid_len, hex), what,
                  kabar_errname(e->code), e->message);
     if (wire_enc_err(&sv->out, id, e->code, e->message) == 0)
@@ -312,7 +312,7 @@ static store_reader *reader(server *sv)
     if (sv->rd_stale) {
         kabar_error e;
         if (store_reader_refresh(sv->rd, &e) != 0) {
-            blog_limited(&sv->lim_store, mono_ms(), BLOG_WARN, "KABARD-STORE-FAIL",
+            klog_limited(&sv->lim_store, mono_ms(), KLOG_WARN, "KABARD-STORE-FAIL",
                          "cannot refresh the log reader: %s", e.message);
             return NULL;
         }
@@ -488,7 +488,7 @@ static int resolve_durable(server *sv, const peer *p, store_reader *rd, const wi
     sub *old = subs_find_durable(sv->subs, name, o->durable.len);
     if (old != NULL) {
         char hex[40];
-        blog(BLOG_INFO, "KABARD-TAKEOVER",
+        klog(KLOG_INFO, "KABARD-TAKEOVER",
              "durable consumer %s taken over by peer %s; its previous subscription ends", name,
              hex_rid(p->rid, p->rid_len, hex));
         spec->acked = old->acked;
@@ -566,7 +566,7 @@ static void on_sub(server *sv, peer *p, const wire_header *h)
     }
     if (wire_enc_subok(&sv->out, h->id, s->position, head) == 0)
         send_hdr(sv, p, &sv->out);
-    blog(BLOG_DEBUG, "KABARD-SUB", "subscription %" PRIu64 " from seq %" PRIu64 "%s%s", h->id,
+    klog(KLOG_DEBUG, "KABARD-SUB", "subscription %" PRIu64 " from seq %" PRIu64 "%s%s", h->id,
          s->position, s->durable[0] ? " durable " : "", s->durable);
 }
 
@@ -817,7 +817,7 @@ static void phase_commit(server *sv)
         sv->commit_err.code = rc;
         sv->stats.rejected += sv->nentries;
         const char *code = rc == KABAR_DISK_FULL ? "KABARD-DISK-FULL" : "KABARD-STORE-FAIL";
-        blog_limited(&sv->lim_store, mono_ms(), BLOG_WARN, code,
+        klog_limited(&sv->lim_store, mono_ms(), KLOG_WARN, code,
                      "commit of %zu events and %zu consumer positions failed, nothing stored "
                      "(publishers get %s): %s",
                      sv->nentries, nup, kabar_errname(rc), sv->commit_err.message);
@@ -853,7 +853,7 @@ static void phase_ack(server *sv)
             if (sl->code != KABAR_OK) {
                 const kabar_error *e = &sv->errs[sl->ix];
                 sv->stats.rejected++;
-                blog_limited(&sv->lim_reject, now, BLOG_INFO, "KABARD-REJECT",
+                klog_limited(&sv->lim_reject, now, KLOG_INFO, "KABARD-REJECT",
                              "event %u of batch %" PRIu64 " rejected: %s: %s", j, pb->batch,
                              kabar_errname(e->code), e->message);
                 rc = wire_enc_ack_fail(b, sl->code, e->message);
@@ -888,7 +888,7 @@ static bool phase_relay(server *sv)
     bool more = false;
     kabar_error e;
     if (subs_relay(sv->subs, &in, &sink, &more, &e) != 0)
-        blog_limited(&sv->lim_relay, mono_ms(), BLOG_WARN, "KABARD-RELAY-FAIL",
+        klog_limited(&sv->lim_relay, mono_ms(), KLOG_WARN, "KABARD-RELAY-FAIL",
                      "cannot read the log for a subscriber: %s: %s", kabar_errname(e.code),
                      e.message);
     return more;
@@ -908,7 +908,7 @@ static void turn_reset(server *sv)
 static void peer_gone(void *arg, const peer *p)
 {
     char hex[40];
-    blog(BLOG_DEBUG, "KABARD-PEER-GONE",
+    klog(KLOG_DEBUG, "KABARD-PEER-GONE",
          "peer %s silent for %d s, forgetting it and its %u "
          "subscriptions",
          hex_rid(p->rid, p->rid_len, hex), KABAR_PEER_TIMEOUT_MS / 1000, p->nsubs);
@@ -920,10 +920,10 @@ static void phase_timers(server *sv, int64_t now)
         return;
     sv->next_timer_ms = now + TIMER_MS;
     subs_expire(sv->subs, now, KABAR_PEER_TIMEOUT_MS, peer_gone, sv);
-    blog_limit_flush(&sv->lim_bad, now);
-    blog_limit_flush(&sv->lim_reject, now);
-    blog_limit_flush(&sv->lim_store, now);
-    blog_limit_flush(&sv->lim_relay, now);
+    klog_limit_flush(&sv->lim_bad, now);
+    klog_limit_flush(&sv->lim_reject, now);
+    klog_limit_flush(&sv->lim_store, now);
+    klog_limit_flush(&sv->lim_relay, now);
 }
 
 int server_run(server *sv, volatile sig_atomic_t *stop, kabar_error *err)

@@ -188,11 +188,11 @@ static int check_text(vctx *c, const char *str, uint32_t len, int mode)
     return KABAR_OK;
 }
 
-static bool is_slug(const char *s, uint32_t len)
+bool kabar_agency_valid(const char *s, size_t len)
 {
-    if (len < 2 || len > KABAR_MAX_AGENCY_LEN)
+    if (s == NULL || len < 2 || len > KABAR_MAX_AGENCY_LEN)
         return false;
-    for (uint32_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < len; i++) {
         char ch = s[i];
         if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || (ch == '-' && i > 0)))
             return false;
@@ -202,7 +202,7 @@ static bool is_slug(const char *s, uint32_t len)
 
 static int check_slug(vctx *c, const char *s, uint32_t len)
 {
-    if (is_slug(s, len))
+    if (kabar_agency_valid(s, len))
         return KABAR_OK;
     char q[64];
     return fail(c, KABAR_BAD_VALUE,

@@ -195,6 +195,9 @@ typedef struct kabar_event {
     size_t body_len;
 } kabar_event;
 
+/* An agency id: ^[a-z0-9][a-z0-9-]{1,31}$ (EVENTS.md "Conventions"). */
+bool kabar_agency_valid(const char *s, size_t len);
+
 /*
  * Strictly decode one event: `bytes` must be exactly one msgpack map in
  * canonical form (PROTOCOL.md "Canonical encoding") whose envelope and body

@@ -376,18 +376,9 @@ int wire_enc_sub(kabar_buf *b, uint64_t sub, const kabar_sub_opts *o)
     return done(rc);
 }
 
-/* An agency id: ^[a-z0-9][a-z0-9-]{1,31}$ (EVENTS.md). */
 static bool agency_ok(kabar_str s)
 {
-    if (s.len < 2 || s.len > KABAR_MAX_AGENCY_LEN)
-        return false;
-    for (uint32_t i = 0; i < s.len; i++) {
-        char c = s.ptr[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && c == '-');
-        if (!ok)
-            return false;
-    }
-    return true;
+    return kabar_agency_valid(s.ptr, s.len);
 }
 
 /* A type prefix or durable name: printable ASCII of [A-Za-z0-9._-], 1..max bytes. */

@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #include "agentdb.h"
-#include "alog.h"
+#include "klog.h"
 #include "forward.h"
 #include "handoff.h"
 #include "inbox.h"
@@ -95,20 +95,6 @@ static void usage(FILE *f)
             fprintf(f, " [env %s]", options[i].env);
         fputc('\n', f);
     }
-}
-
-static bool valid_agency(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 2 || n > KABAR_MAX_AGENCY_LEN)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && c == '-');
-        if (!ok)
-            return false;
-    }
-    return true;
 }
 
 static int parse_long(const char *name, const char *s, long min, long max, long *out)
@@ -206,7 +192,7 @@ static int parse_args(int argc, char **argv, config *c)
 
 static int check_config(const config *c)
 {
-    if (c->agency == NULL || !valid_agency(c->agency)) {
+    if (c->agency == NULL || !kabar_agency_valid(c->agency, strlen(c->agency))) {
         fprintf(stderr,
                 "kabar-agent: --agency %s: need an agency id like \"dinkes\" "
                 "(a-z, 0-9 and '-', 2 to 32 characters)\n",
@@ -227,7 +213,7 @@ static int check_config(const config *c)
         fprintf(stderr, "kabar-agent: give --exec or --jsonl, not both\n");
         return 2;
     }
-    if (alog_level_parse(c->log_level) < 0) {
+    if (klog_level_parse(c->log_level) < 0) {
         fprintf(stderr, "kabar-agent: --log-level %s: use debug, info, warn or error\n",
                 c->log_level);
         return 2;
@@ -327,7 +313,7 @@ static int agent_start(agent *a, const kabar_schema *schema)
     if (rc == 0)
         rc = intake_open(&a->intake, &ino, &e);
     if (rc != 0)
-        alog(ALOG_ERROR, "KABAR-AGENT-START-FAIL", "%s", e.message);
+        klog(KLOG_ERROR, "KABAR-AGENT-START-FAIL", "%s", e.message);
     return rc;
 }
 
@@ -339,7 +325,7 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     if ((rc = check_config(&a.cfg)) != 0)
         return rc;
-    alog_init((alog_level)alog_level_parse(a.cfg.log_level));
+    klog_init("kabar-agent", 2, (klog_level)klog_level_parse(a.cfg.log_level));
     if (mkdir(a.cfg.data, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "kabar-agent: cannot create data directory %s: %s\n", a.cfg.data,
                 strerror(errno));
@@ -376,7 +362,7 @@ int main(int argc, char **argv)
         agent_stop(&a);
         return 2;
     }
-    alog(ALOG_INFO, "KABAR-AGENT-READY",
+    klog(KLOG_INFO, "KABAR-AGENT-READY",
          "agency %s accepting events on ipc://%s/agent.sock, forwarding to %s, inbox: %s",
          a.cfg.agency, a.dir, a.cfg.broker,
          a.cfg.exec_cmd ? "exec"
@@ -385,12 +371,12 @@ int main(int argc, char **argv)
     int status = 0;
     while (!got_signal) {
         if (intake_turn(a.intake, 200, &e) != 0) {
-            alog(ALOG_ERROR, "KABAR-AGENT-INTAKE-FAIL", "%s", e.message);
+            klog(KLOG_ERROR, "KABAR-AGENT-INTAKE-FAIL", "%s", e.message);
             status = 1;
             break;
         }
     }
     agent_stop(&a);
-    alog(ALOG_INFO, "KABAR-AGENT-STOP", "stopped%s", got_signal ? " on signal" : "");
+    klog(KLOG_INFO, "KABAR-AGENT-STOP", "stopped%s", got_signal ? " on signal" : "");
     return status;
 }

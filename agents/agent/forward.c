@@ -21,7 +21,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "alog.h"
+#include "klog.h"
 
 struct forward {
     forward_opts o;
@@ -83,7 +83,7 @@ static void on_result(void *arg, const kabar_pub_result *r)
     if (r->code != KABAR_OK && forward_transient(r->code)) {
         if (f->transient_pos == 0 || pos < f->transient_pos)
             f->transient_pos = pos;
-        alog(ALOG_WARN, "KABAR-AGENT-FORWARD-RETRY", "outbox event %llu refused for now: %s: %s",
+        klog(KLOG_WARN, "KABAR-AGENT-FORWARD-RETRY", "outbox event %llu refused for now: %s: %s",
              (unsigned long long)pos, kabar_errname(r->code), r->message);
         return;
     }
@@ -103,7 +103,7 @@ static void on_result(void *arg, const kabar_pub_result *r)
     x->code = r->code;
     snprintf(x->message, sizeof x->message, "%s", r->message ? r->message : "");
     if (r->code != KABAR_OK)
-        alog(ALOG_WARN, "KABAR-AGENT-REJECTED",
+        klog(KLOG_WARN, "KABAR-AGENT-REJECTED",
              "the broker rejected outbox event %llu: %s: %s (kept in the rejected list)",
              (unsigned long long)pos, kabar_errname(r->code), x->message);
 }
@@ -112,16 +112,16 @@ static void set_state(forward *f, bool up, const char *why)
 {
     kabar_error e = {0};
     if (up) {
-        alog(ALOG_INFO, "KABAR-AGENT-BROKER-UP", "connected to the broker at %s", f->o.endpoint);
+        klog(KLOG_INFO, "KABAR-AGENT-BROKER-UP", "connected to the broker at %s", f->o.endpoint);
         f->reported = false;
     } else if (!f->reported) {
-        alog(ALOG_WARN, "KABAR-AGENT-BROKER-DOWN",
+        klog(KLOG_WARN, "KABAR-AGENT-BROKER-DOWN",
              "broker at %s unreachable: %s; events stay in the outbox, reconnecting with backoff",
              f->o.endpoint, why);
         f->reported = true;
     }
     if (up != f->up && agentdb_set_connected(f->o.db, up, kabar_now(), &e) != 0)
-        alog(ALOG_ERROR, "KABAR-AGENT-STORE-FAIL", "%s", e.message);
+        klog(KLOG_ERROR, "KABAR-AGENT-STORE-FAIL", "%s", e.message);
     f->up = up;
 }
 
@@ -152,7 +152,7 @@ static void apply_results(forward *f)
     if (f->nres == 0)
         return;
     if (agentdb_outbox_done(f->o.db, f->res, f->nres, kabar_now(), &e) != 0)
-        alog(ALOG_ERROR, "KABAR-AGENT-STORE-FAIL", "recording acks: %s (will resend)", e.message);
+        klog(KLOG_ERROR, "KABAR-AGENT-STORE-FAIL", "recording acks: %s (will resend)", e.message);
     f->nres = 0;
 }
 
@@ -168,7 +168,7 @@ static void probe(forward *f)
     if (h.seq != f->last_head) {
         f->last_head = h.seq;
         if (agentdb_set_broker_head(f->o.db, h.seq, kabar_now(), &e) != 0)
-            alog(ALOG_ERROR, "KABAR-AGENT-STORE-FAIL", "%s", e.message);
+            klog(KLOG_ERROR, "KABAR-AGENT-STORE-FAIL", "%s", e.message);
     }
 }
 
@@ -216,7 +216,7 @@ static size_t round_once(forward *f)
     f->transient_pos = 0;
     int rc = agentdb_outbox_scan(f->o.db, f->next, FORWARD_BATCH, publish_one, f, &count, &e);
     if (rc != 0 && rc != 1 && rc != 2)
-        alog(ALOG_ERROR, "KABAR-AGENT-STORE-FAIL", "reading the outbox: %s", e.message);
+        klog(KLOG_ERROR, "KABAR-AGENT-STORE-FAIL", "reading the outbox: %s", e.message);
     if (count > 0 && !f->lost && kabar_client_flush(f->c, &e) != 0) {
         f->lost = true;
         f->lost_err = e;

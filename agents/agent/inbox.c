@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "alog.h"
+#include "klog.h"
 
 #define BACKOFF_FIRST_MS 200
 #define BACKOFF_MAX_MS   5000
@@ -70,7 +70,7 @@ static void commit(inbox *in)
     if (in->pend_pos > in->pos) {
         if (handoff_sync(in->o.out, &e) != 0 ||
             agentdb_inbox_commit(in->o.db, in->pend_pos, in->pend_n, kabar_now(), &e) != 0) {
-            alog(ALOG_ERROR, "KABAR-AGENT-INBOX-FAIL", "cannot record the inbox position: %s",
+            klog(KLOG_ERROR, "KABAR-AGENT-INBOX-FAIL", "cannot record the inbox position: %s",
                  e.message);
             return;
         }
@@ -100,7 +100,7 @@ static int try_all(inbox *in, uint64_t seq, int64_t received_at, const uint8_t *
     for (uint32_t attempt = 1; attempt <= in->o.max_tries; attempt++) {
         if (handoff_try(in->o.out, seq, received_at, ev, len, attempt, last) == 0)
             return DELIVERED;
-        alog(ALOG_WARN, "KABAR-AGENT-HANDOFF-FAIL", "event seq %llu, try %u of %u: %s",
+        klog(KLOG_WARN, "KABAR-AGENT-HANDOFF-FAIL", "event seq %llu, try %u of %u: %s",
              (unsigned long long)seq, attempt, in->o.max_tries, last->message);
         if (attempt == in->o.max_tries)
             break;
@@ -123,12 +123,12 @@ static void park(inbox *in, uint64_t seq, int64_t received_at, const uint8_t *ev
     l.len = len;
     kabar_error e = {0};
     if (agentdb_dead_put(in->o.db, &l, from_retry ? 0 : seq, from_retry, &e) != 0) {
-        alog(ALOG_ERROR, "KABAR-AGENT-INBOX-FAIL", "cannot park event seq %llu: %s",
+        klog(KLOG_ERROR, "KABAR-AGENT-INBOX-FAIL", "cannot park event seq %llu: %s",
              (unsigned long long)seq, e.message);
         in->lost = true; /* not recorded: have the broker send it again */
         return;
     }
-    alog(ALOG_WARN, "KABAR-AGENT-DEAD-LETTER",
+    klog(KLOG_WARN, "KABAR-AGENT-DEAD-LETTER",
          "event seq %llu parked after %u tries: %s (see kabar agent inbox --dead)",
          (unsigned long long)seq, tries, why->message);
     if (!from_retry) {
@@ -167,7 +167,7 @@ static void drain_retries(inbox *in)
         bool found = false;
         kabar_error e = {0};
         if (agentdb_retry_first(in->o.db, &l, &in->retry, &found, &e) != 0) {
-            alog(ALOG_ERROR, "KABAR-AGENT-INBOX-FAIL", "%s", e.message);
+            klog(KLOG_ERROR, "KABAR-AGENT-INBOX-FAIL", "%s", e.message);
             return;
         }
         if (!found)
@@ -178,9 +178,9 @@ static void drain_retries(inbox *in)
             return;
         if (r == DELIVERED) {
             if (handoff_sync(in->o.out, &e) != 0 || agentdb_retry_done(in->o.db, l.key, &e) != 0)
-                alog(ALOG_ERROR, "KABAR-AGENT-INBOX-FAIL", "%s", e.message);
+                klog(KLOG_ERROR, "KABAR-AGENT-INBOX-FAIL", "%s", e.message);
             else
-                alog(ALOG_INFO, "KABAR-AGENT-RETRY-OK", "dead letter seq %llu delivered",
+                klog(KLOG_INFO, "KABAR-AGENT-RETRY-OK", "dead letter seq %llu delivered",
                      (unsigned long long)l.key);
         } else {
             park(in, l.key, l.received_at, l.bytes, l.len, l.tries + in->o.max_tries, &why, true);
@@ -215,7 +215,7 @@ static bool attach(inbox *in, int *backoff)
                              .credit = INBOX_BATCH};
         rc = kabar_client_subscribe(in->c, &so, &in->sub, &e);
         if (rc != 0)
-            alog(ALOG_WARN, "KABAR-AGENT-INBOX-FAIL", "cannot subscribe as %s: %s: %s", in->name,
+            klog(KLOG_WARN, "KABAR-AGENT-INBOX-FAIL", "cannot subscribe as %s: %s: %s", in->name,
                  kabar_errname(rc), e.message);
     }
     if (rc != 0) {
@@ -225,7 +225,7 @@ static bool attach(inbox *in, int *backoff)
         return false;
     }
     *backoff = BACKOFF_FIRST_MS;
-    alog(ALOG_INFO, "KABAR-AGENT-INBOX-UP",
+    klog(KLOG_INFO, "KABAR-AGENT-INBOX-UP",
          "inbox subscribed as %s (target %s, handed off up to seq %llu)", in->name, in->o.agency,
          (unsigned long long)in->pos);
     return true;
@@ -249,14 +249,14 @@ static void *run(void *arg)
         }
         if (rc != 0) {
             commit(in);
-            alog(ALOG_WARN, "KABAR-AGENT-INBOX-LOST",
+            klog(KLOG_WARN, "KABAR-AGENT-INBOX-LOST",
                  "inbox subscription lost: %s: %s; resubscribing", kabar_errname(rc), e.message);
             disconnect(in);
             continue;
         }
         in->ev.len = 0;
         if (kabar_buf_append(&in->ev, rec.bytes, rec.len) != 0) {
-            alog(ALOG_ERROR, "KABAR-AGENT-INBOX-FAIL", "out of memory copying an event");
+            klog(KLOG_ERROR, "KABAR-AGENT-INBOX-FAIL", "out of memory copying an event");
             disconnect(in);
             nap(in, BACKOFF_MAX_MS);
             continue;

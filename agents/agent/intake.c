@@ -18,7 +18,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "alog.h"
+#include "klog.h"
 
 #define MAX_FRAMES 8 /* envelope frames echoed + the body */
 
@@ -251,7 +251,7 @@ static int take(intake *in, request *r)
                              &r->event, &r->len, r->id, &e);
     if (rc == 0)
         return 1;
-    alog(ALOG_DEBUG, "KABAR-AGENT-INTAKE-REJECT", "%s: %s", kabar_errname(e.code), e.message);
+    klog(KLOG_DEBUG, "KABAR-AGENT-INTAKE-REJECT", "%s: %s", kabar_errname(e.code), e.message);
     answer(in, r, &e, 0);
     request_free(r);
     return 0;
@@ -269,7 +269,7 @@ static void commit(intake *in, size_t n)
     kabar_error e = {0};
     int rc = agentdb_outbox_append(in->o.db, bytes, lens, n, kabar_now(), &first, &e);
     if (rc != 0)
-        alog(ALOG_ERROR, "KABAR-AGENT-OUTBOX-FAIL", "%zu events not accepted: %s", n, e.message);
+        klog(KLOG_ERROR, "KABAR-AGENT-OUTBOX-FAIL", "%zu events not accepted: %s", n, e.message);
     for (size_t i = 0; i < n; i++) {
         answer(in, &in->reqs[i], rc == 0 ? NULL : &e, first + i);
         request_free(&in->reqs[i]);

@@ -38,7 +38,7 @@
 #include "kabar.h"
 #include "oapply.h"
 #include "odate.h"
-#include "olog.h"
+#include "klog.h"
 #include "ostate.h"
 #include "overdue.h"
 
@@ -101,19 +101,6 @@ static void usage(FILE *f)
             fprintf(f, " [env %s]", options[i].env);
         fputc('\n', f);
     }
-}
-
-static bool valid_agency(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 2 || n > KABAR_MAX_AGENCY_LEN)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && c == '-')))
-            return false;
-    }
-    return true;
 }
 
 /* 0 ok, 1 exit 0 (help/version), 2 usage error. */
@@ -288,7 +275,7 @@ static void broker_down(ovs *o, const char *why)
 {
     drop(o);
     if (!o->down_logged)
-        olog(OLOG_WARN, "KABAR-OVERSIGHT-BROKER-DOWN",
+        klog(KLOG_WARN, "KABAR-OVERSIGHT-BROKER-DOWN",
              "broker at %s unreachable: %s; reconnecting with backoff", o->cfg.broker, why);
     o->down_logged = true;
     nap(o->backoff_ms);
@@ -308,7 +295,7 @@ static bool attach(ovs *o)
     o->backoff_ms = BACKOFF_MIN_MS;
     o->down_logged = false;
     o->caught_up_logged = false;
-    olog(OLOG_INFO, "KABAR-OVERSIGHT-BROKER-UP", "subscribed to every event at %s as %s",
+    klog(KLOG_INFO, "KABAR-OVERSIGHT-BROKER-UP", "subscribed to every event at %s as %s",
          o->cfg.broker, o->name);
     return true;
 }
@@ -338,7 +325,7 @@ static int fill_gap(ovs *o, uint64_t from, uint64_t to)
     kabar_sub *gap = NULL;
     kabar_error e = {0};
     kabar_sub_opts so = {.start = KABAR_START_SEQ, .seq = from, .until_seq = to, .credit = 4096};
-    olog(OLOG_WARN, "KABAR-OVERSIGHT-GAP",
+    klog(KLOG_WARN, "KABAR-OVERSIGHT-GAP",
          "the broker resumed %s at seq %llu but the state is at %llu: reading seqs %llu to %llu "
          "from the log first",
          o->name, (unsigned long long)to + 1, (unsigned long long)from - 1,
@@ -368,7 +355,7 @@ static int fill_gap(ovs *o, uint64_t from, uint64_t to)
     kabar_sub_close(&gap);
     if (rc == KABAR_END && state_position(o) >= to)
         return 0;
-    olog(OLOG_ERROR, "KABAR-OVERSIGHT-GAP", "cannot read seqs %llu to %llu: %s",
+    klog(KLOG_ERROR, "KABAR-OVERSIGHT-GAP", "cannot read seqs %llu to %llu: %s",
          (unsigned long long)from, (unsigned long long)to, e.message);
     return rc == KABAR_END || rc == 0 ? KABAR_NOT_FOUND : rc;
 }
@@ -405,7 +392,7 @@ static int apply_batch(ovs *o, kabar_record rec)
         if (rc != 0)
             break;
         if (out == OAPPLY_IGNORED)
-            olog(OLOG_WARN, "KABAR-OVERSIGHT-IGNORED", "%s", note.message);
+            klog(KLOG_WARN, "KABAR-OVERSIGHT-IGNORED", "%s", note.message);
         stale += out == OAPPLY_STALE;
         last = rec.seq;
         if (++n >= BATCH_MAX || got_signal)
@@ -417,16 +404,16 @@ static int apply_batch(ovs *o, kabar_record rec)
         rc = ostate_commit(&t, &e);
     ostate_abort(&t);
     if (rc != 0) {
-        olog(OLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL",
+        klog(KLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL",
              "cannot record events in the state: %s (not acknowledged; the broker sends them "
              "again)",
              e.message);
         return KABAR_STORE;
     }
-    olog(OLOG_DEBUG, "KABAR-OVERSIGHT-APPLIED", "%zu event(s) up to seq %llu (%zu already applied)",
+    klog(KLOG_DEBUG, "KABAR-OVERSIGHT-APPLIED", "%zu event(s) up to seq %llu (%zu already applied)",
          n, (unsigned long long)last, stale);
     if (kabar_sub_ack(o->sub, last, &e) != 0)
-        olog(OLOG_WARN, "KABAR-OVERSIGHT-SUB-LOST", "ack of seq %llu: %s", (unsigned long long)last,
+        klog(KLOG_WARN, "KABAR-OVERSIGHT-SUB-LOST", "ack of seq %llu: %s", (unsigned long long)last,
              e.message);
     return sub_rc == KABAR_TIMEOUT ? 0 : sub_rc;
 }
@@ -443,7 +430,7 @@ static void on_result(void *arg, const kabar_pub_result *r)
     if (r->code != KABAR_OK) {
         const char *fid =
             json_string_value(json_object_get(json_array_get(o->round, i), "finding_id"));
-        olog(OLOG_ERROR, "KABAR-OVERSIGHT-OVERDUE-REJECTED",
+        klog(KLOG_ERROR, "KABAR-OVERSIGHT-OVERDUE-REJECTED",
              "the broker refused finding.overdue for %s: %s: %s (not retried until a restart)", fid,
              kabar_errname(r->code), r->message);
     }
@@ -460,7 +447,7 @@ static int publish_round(ovs *o, size_t n, kabar_error *e)
         o->codes[i] = -1;
         if (overdue_event(json_array_get(o->round, i), o->cfg.agency, clock_now(o), &bytes, &len,
                           e) != 0) {
-            olog(OLOG_ERROR, "KABAR-OVERSIGHT-OVERDUE-REJECTED", "cannot build the event: %s",
+            klog(KLOG_ERROR, "KABAR-OVERSIGHT-OVERDUE-REJECTED", "cannot build the event: %s",
                  e->message);
             continue;
         }
@@ -490,7 +477,7 @@ static void record_round(ovs *o, size_t n)
         rc = ostate_commit(&t, &e);
     ostate_abort(&t);
     if (rc != 0) {
-        olog(OLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL",
+        klog(KLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL",
              "cannot record the published finding.overdue events: %s (they will be sent again "
              "and stored once)",
              e.message);
@@ -499,7 +486,7 @@ static void record_round(ovs *o, size_t n)
     for (size_t i = 0; i < n; i++) {
         json_t *b = json_array_get(o->round, i);
         if (o->codes[i] == KABAR_OK)
-            olog(OLOG_INFO, "KABAR-OVERSIGHT-OVERDUE",
+            klog(KLOG_INFO, "KABAR-OVERSIGHT-OVERDUE",
                  "finding %s of %s is %lld day(s) past its due date %s: finding.overdue is seq "
                  "%llu%s",
                  json_string_value(json_object_get(b, "finding_id")),
@@ -561,7 +548,7 @@ static void check_overdue(ovs *o)
         return;
     }
     if (pending(o, h.seq, &position, &e) != 0) {
-        olog(OLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL", "reading the state: %s", e.message);
+        klog(KLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL", "reading the state: %s", e.message);
         return;
     }
     if (position < h.seq)
@@ -569,7 +556,7 @@ static void check_overdue(ovs *o)
     size_t n = json_array_size(o->round);
     if (n > 0) {
         if (!grow_results(o, n)) {
-            olog(OLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL", "out of memory");
+            klog(KLOG_ERROR, "KABAR-OVERSIGHT-STORE-FAIL", "out of memory");
             return;
         }
         if (publish_round(o, n, &e) != 0) {
@@ -581,7 +568,7 @@ static void check_overdue(ovs *o)
         record_round(o, n);
     }
     if (!o->caught_up_logged) {
-        olog(OLOG_INFO, "KABAR-OVERSIGHT-CAUGHT-UP",
+        klog(KLOG_INFO, "KABAR-OVERSIGHT-CAUGHT-UP",
              "state at seq %llu (the broker's head); %zu finding.overdue published in this check",
              (unsigned long long)position, n);
         o->caught_up_logged = true;
@@ -611,7 +598,7 @@ static int start(ovs *o)
         rc = ostate_commit(&t, &e);
     ostate_abort(&t);
     if (rc != 0)
-        olog(OLOG_ERROR, "KABAR-OVERSIGHT-START-FAIL", "%s", e.message);
+        klog(KLOG_ERROR, "KABAR-OVERSIGHT-START-FAIL", "%s", e.message);
     return rc;
 }
 
@@ -633,7 +620,7 @@ static int run(ovs *o)
             continue;
         }
         if (rc != 0 && rc != KABAR_TIMEOUT) {
-            olog(OLOG_WARN, "KABAR-OVERSIGHT-SUB-LOST", "subscription %s lost: %s: %s", o->name,
+            klog(KLOG_WARN, "KABAR-OVERSIGHT-SUB-LOST", "subscription %s lost: %s: %s", o->name,
                  kabar_errname(rc), e.message);
             broker_down(o, e.message);
             continue;
@@ -650,7 +637,7 @@ static int check_config(ovs *o)
 {
     const config *c = &o->cfg;
     kabar_error e = {0};
-    if (c->agency == NULL || !valid_agency(c->agency)) {
+    if (c->agency == NULL || !kabar_agency_valid(c->agency, strlen(c->agency))) {
         fprintf(stderr,
                 "kabar-oversight: --agency %s: need an agency id like \"setda\" "
                 "(a-z, 0-9 and '-', 2 to 32 characters)\n",
@@ -680,7 +667,7 @@ static int check_config(ovs *o)
         }
         o->fixed_clock = true;
     }
-    if (olog_level_parse(c->log_level) < 0) {
+    if (klog_level_parse(c->log_level) < 0) {
         fprintf(stderr, "kabar-oversight: --log-level %s: use debug, info, warn or error\n",
                 c->log_level);
         return 2;
@@ -696,7 +683,7 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     if ((rc = check_config(&o)) != 0)
         return rc;
-    olog_init((olog_level)olog_level_parse(o.cfg.log_level));
+    klog_init("kabar-oversight", 2, (klog_level)klog_level_parse(o.cfg.log_level));
     if (mkdir(o.cfg.data, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "kabar-oversight: cannot create data directory %s: %s\n", o.cfg.data,
                 strerror(errno));
@@ -727,7 +714,7 @@ int main(int argc, char **argv)
     char now[KABAR_TIME_MAX], tz[ODATE_TZ_MAX];
     kabar_time_format(clock_now(&o), now);
     odate_tz_format(o.tz_s, tz);
-    olog(OLOG_INFO, "KABAR-OVERSIGHT-READY", "agency %s, state %s, broker %s, zone %s, clock %s%s",
+    klog(KLOG_INFO, "KABAR-OVERSIGHT-READY", "agency %s, state %s, broker %s, zone %s, clock %s%s",
          o.cfg.agency, ostate_path(o.st), o.cfg.broker, tz,
          o.fixed_clock ? "fixed at " : "real time, now ", now);
     rc = run(&o);
@@ -739,6 +726,6 @@ int main(int argc, char **argv)
     free(o.codes);
     free(o.dups);
     close(o.lock_fd);
-    olog(OLOG_INFO, "KABAR-OVERSIGHT-STOP", "stopped%s", got_signal ? " on signal" : "");
+    klog(KLOG_INFO, "KABAR-OVERSIGHT-STOP", "stopped%s", got_signal ? " on signal" : "");
     return rc;
 }

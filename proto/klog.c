@@ -1,7 +1,7 @@
 /*
- * blog.c - kabard's log lines (see blog.h for the format and the rules).
+ * klog.c - the log lines of kabar's daemons (see klog.h for the format and the rules).
  */
-#include "blog.h"
+#include "klog.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,30 +9,32 @@
 #include <time.h>
 #include <unistd.h>
 
+static const char *log_name = "kabar";
 static int log_fd = 2;
-static blog_level log_min = BLOG_INFO;
+static klog_level log_min = KLOG_INFO;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
-void blog_init(int fd, blog_level min)
+void klog_init(const char *name, int fd, klog_level min)
 {
+    log_name = name;
     log_fd = fd;
     log_min = min;
 }
 
-bool blog_enabled(blog_level level)
+bool klog_enabled(klog_level level)
 {
     return level >= log_min;
 }
 
-const char *blog_level_name(blog_level level)
+const char *klog_level_name(klog_level level)
 {
-    if (level < BLOG_DEBUG || level > BLOG_ERROR)
+    if (level < KLOG_DEBUG || level > KLOG_ERROR)
         return "?";
     return level_names[level];
 }
 
-int blog_level_parse(const char *s)
+int klog_level_parse(const char *s)
 {
     static const char *const names[] = {"debug", "info", "warn", "error"};
     for (int i = 0; i < 4; i++)
@@ -49,7 +51,7 @@ static int64_t wall_ns(void)
 }
 
 /* Line prefix "2026-11-25T07:40:00.123Z kabard INFO CODE "; returns its length. */
-static int prefix(char *out, size_t cap, int64_t now_ns, blog_level level, const char *code)
+static int prefix(char *out, size_t cap, int64_t now_ns, klog_level level, const char *code)
 {
     time_t sec = (time_t)(now_ns / 1000000000);
     int ms = (int)((now_ns % 1000000000) / 1000000);
@@ -59,16 +61,16 @@ static int prefix(char *out, size_t cap, int64_t now_ns, blog_level level, const
     }
     struct tm tm;
     gmtime_r(&sec, &tm);
-    int n = snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ kabard %s %s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     ms, blog_level_name(level), code);
+    int n = snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s %s %s ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms, log_name,
+                     klog_level_name(level), code);
     return n < 0 ? 0 : (n >= (int)cap ? (int)cap - 1 : n);
 }
 
-static int vformat(char *out, int64_t now_ns, blog_level level, const char *code, const char *fmt,
+static int vformat(char *out, int64_t now_ns, klog_level level, const char *code, const char *fmt,
                    va_list ap)
 {
-    const size_t cap = BLOG_LINE_MAX;
+    const size_t cap = KLOG_LINE_MAX;
     int n = prefix(out, cap, now_ns, level, code);
     int m = vsnprintf(out + n, cap - (size_t)n, fmt, ap);
     if (m < 0)
@@ -90,7 +92,7 @@ static int vformat(char *out, int64_t now_ns, blog_level level, const char *code
     return n;
 }
 
-int blog_format(char *out, int64_t now_ns, blog_level level, const char *code, const char *fmt, ...)
+int klog_format(char *out, int64_t now_ns, klog_level level, const char *code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -99,18 +101,18 @@ int blog_format(char *out, int64_t now_ns, blog_level level, const char *code, c
     return n;
 }
 
-static void vlog(blog_level level, const char *code, const char *fmt, va_list ap)
+static void vlog(klog_level level, const char *code, const char *fmt, va_list ap)
 {
-    char line[BLOG_LINE_MAX];
+    char line[KLOG_LINE_MAX];
     int n = vformat(line, wall_ns(), level, code, fmt, ap);
     /* Best effort: a log that cannot be written must not stop the broker. */
     ssize_t w = write(log_fd, line, (size_t)n);
     (void)w;
 }
 
-void blog(blog_level level, const char *code, const char *fmt, ...)
+void klog(klog_level level, const char *code, const char *fmt, ...)
 {
-    if (!blog_enabled(level))
+    if (!klog_enabled(level))
         return;
     va_list ap;
     va_start(ap, fmt);
@@ -118,17 +120,17 @@ void blog(blog_level level, const char *code, const char *fmt, ...)
     va_end(ap);
 }
 
-bool blog_limited(blog_limit *l, int64_t now_ms, blog_level level, const char *code,
+bool klog_limited(klog_limit *l, int64_t now_ms, klog_level level, const char *code,
                   const char *fmt, ...)
 {
-    if (!blog_enabled(level))
+    if (!klog_enabled(level))
         return false;
     if (now_ms - l->window_ms >= 1000) {
-        blog_limit_flush(l, now_ms);
+        klog_limit_flush(l, now_ms);
         l->window_ms = now_ms;
         l->lines = 0;
     }
-    if (l->lines >= BLOG_BURST) {
+    if (l->lines >= KLOG_BURST) {
         l->suppressed++;
         l->level = level;
         l->code = code;
@@ -142,11 +144,11 @@ bool blog_limited(blog_limit *l, int64_t now_ms, blog_level level, const char *c
     return true;
 }
 
-void blog_limit_flush(blog_limit *l, int64_t now_ms)
+void klog_limit_flush(klog_limit *l, int64_t now_ms)
 {
     if (l->suppressed == 0 || now_ms - l->window_ms < 1000)
         return;
-    blog(l->level, l->code, "%llu more lines like this suppressed in the last %lld s",
+    klog(l->level, l->code, "%llu more lines like this suppressed in the last %lld s",
          (unsigned long long)l->suppressed, (long long)((now_ms - l->window_ms + 999) / 1000));
     l->suppressed = 0;
     l->lines = 0;
