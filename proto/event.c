@@ -573,6 +573,10 @@ static int env_targets(vctx *c, mpr *r, kabar_event *ev)
         return rc;
     if (it.kind != MPR_ARRAY)
         return wrong_type(c, "an array of agency ids", &it);
+    /* One encoding per event: a broadcast has no targets key at all. */
+    if (it.count == 0)
+        return fail(c, KABAR_NOT_CANONICAL,
+                    "an empty array is not canonical: omit targets for a broadcast");
     if (it.count > KABAR_MAX_TARGETS)
         return fail(c, KABAR_LIMIT, "%u targets is more than the limit of %d", it.count,
                     KABAR_MAX_TARGETS);

@@ -360,7 +360,9 @@ static void test_envelope_rules(void **state)
                 "targets: expected an array");
     expect_fail(edit(ok, "\"setda\",", "\"setda\",\"targets\":[\"ok\",\"NO\"],"), KABAR_BAD_VALUE,
                 "targets[1]:");
-    expect_ok(edit(ok, "\"setda\",", "\"setda\",\"targets\":[],"));
+    /* A broadcast has one encoding: no targets key; `targets: []` is refused. */
+    expect_fail(edit(ok, "\"setda\",", "\"setda\",\"targets\":[],"), KABAR_NOT_CANONICAL,
+                "targets: an empty array is not canonical: omit targets for a broadcast");
     char many[2048] = "\"setda\",\"targets\":[";
     for (int i = 0; i < 65; i++)
         snprintf(many + strlen(many), sizeof many - strlen(many), "%s\"ag-%d\"", i ? "," : "", i);
@@ -387,6 +389,42 @@ static void test_envelope_optional(void **state)
                      "\"innovation_id\":\"I-1\"},",
                      ""),
                 KABAR_MISSING_FIELD, "body: required field missing");
+}
+
+/*
+ * A broadcast has exactly one encoding, no targets key: `targets: []` in
+ * msgpack is refused, with or without a schema, while the JSON form may say
+ * "targets": [] and becomes the same bytes as an event without targets.
+ */
+static void test_broadcast_one_encoding(void **state)
+{
+    const char *with_empty =
+        ENV("", ",\"id\":\"a-1\",\"occurred_at\":\"ts:2023-01-01T00:00:00Z\","
+                "\"source\":\"setda\",\"targets\":[],\"type\":\"innovation.awarded\",\"v\":1");
+    const char *msg = "targets: an empty array is not canonical: omit targets for a broadcast";
+    expect_fail(with_empty, KABAR_NOT_CANONICAL, msg);
+    expect_fail_bytes(NULL, KABAR_NOT_CANONICAL, msg);
+    expect_ok(edit(with_empty, "\"targets\":[],", ""));
+
+    const char *js = "{\"id\":\"a-1\",\"type\":\"innovation.awarded\",\"source\":\"setda\","
+                     "\"occurred_at\":\"2023-01-01T00:00:00Z\",%s\"body\":{\"award\":\"Top 45\","
+                     "\"competition\":\"KIPP\",\"innovation_id\":\"I-1\"}}";
+    char a[512], b[512];
+    snprintf(a, sizeof a, js, "\"targets\":[],");
+    snprintf(b, sizeof b, js, "");
+    uint8_t *ea = NULL, *eb = NULL;
+    size_t na = 0, nb = 0;
+    kabar_error e = {0};
+    const kabar_schema *s = kabar_schema_builtin();
+    assert_int_equal(kabar_event_from_json(s, a, strlen(a), NULL, &ea, &na, &e), 0);
+    assert_int_equal(kabar_event_from_json(s, b, strlen(b), NULL, &eb, &nb, &e), 0);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ea, eb, na);
+    kabar_event ev;
+    assert_int_equal(kabar_event_decode(s, ea, na, &ev, &e), 0);
+    assert_int_equal(ev.ntargets, 0);
+    free(ea);
+    free(eb);
 }
 
 static void test_canonical_order_and_duplicates(void **state)
@@ -586,6 +624,7 @@ int main(void)
         cmocka_unit_test(test_each_type_invalid),
         cmocka_unit_test(test_envelope_rules),
         cmocka_unit_test(test_envelope_optional),
+        cmocka_unit_test(test_broadcast_one_encoding),
         cmocka_unit_test(test_canonical_order_and_duplicates),
         cmocka_unit_test(test_truncation_everywhere),
         cmocka_unit_test(test_limits),
