@@ -19,9 +19,6 @@
 
 #include "kabar.h"
 
-/* Keep in step with project(kabar VERSION ...) in CMakeLists.txt. */
-#define KABARD_VERSION "0.1.0"
-
 typedef struct kabard_config {
     const char *data;   /* --data DIR, KABAR_DATA: the log's directory (required) */
     const char *listen; /* --listen ENDPOINT, KABAR_LISTEN */

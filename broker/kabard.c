@@ -176,7 +176,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (cfg.version) {
-        printf("kabard %s (protocol %d)\n", KABARD_VERSION, KABAR_PROTOCOL_VERSION);
+        printf("kabard %s (protocol %d)\n", kabar_version(), KABAR_PROTOCOL_VERSION);
         return 0;
     }
     if (config_check(&cfg, &err) != 0) {

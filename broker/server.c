@@ -442,7 +442,7 @@ static void on_status(server *sv, peer *p, uint64_t id)
         rc = rc ? rc : msgpack_pack_uint64(&pk, nums[i].v);
     }
     rc = rc ? rc : pack_key(&pk, "version");
-    rc = rc ? rc : pack_key(&pk, KABARD_VERSION);
+    rc = rc ? rc : pack_key(&pk, kabar_version());
     if (rc == 0)
         send_hdr(sv, p, &sv->out);
 }

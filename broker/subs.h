@@ -35,14 +35,15 @@
 
 #include "kabar.h"
 #include "store.h"
+#include "wire.h"
 
-#define SUBS_MAX_PER_PEER   64         /* subscriptions one peer may hold */
-#define SUBS_MAX_TOTAL      100000     /* subscriptions in all */
-#define SUBS_DEFAULT_CREDIT 1024       /* when SUB gives none */
-#define SUBS_MAX_CREDIT     16384      /* outstanding credit of one subscription */
-#define SUBS_EVT_RECORDS    1024       /* records in one EVT message, at most */
-#define SUBS_EVT_BYTES      (1u << 20) /* payload of one EVT message, about */
-#define SUBS_TURN_RECORDS   4096       /* records for one subscription per turn */
+#define SUBS_MAX_PER_PEER   64               /* subscriptions one peer may hold */
+#define SUBS_MAX_TOTAL      100000           /* subscriptions in all */
+#define SUBS_DEFAULT_CREDIT 1024             /* when SUB gives none */
+#define SUBS_MAX_CREDIT     KABAR_MAX_CREDIT /* outstanding credit of one subscription */
+#define SUBS_EVT_RECORDS    1024             /* records in one EVT message, at most */
+#define SUBS_EVT_BYTES      (1u << 20)       /* payload of one EVT message, about */
+#define SUBS_TURN_RECORDS   4096             /* records for one subscription per turn */
 #define SUBS_TURN_BYTES     (4u << 20)
 #define SUBS_RELAY_RECORDS  65536 /* records for all subscriptions per turn */
 #define SUBS_RID_MAX        255   /* ZeroMQ routing ids are 1..255 bytes */

@@ -53,6 +53,8 @@ typedef struct fake {
     bool holding;
     /* the subscription */
     uint64_t sub_id;
+    uint64_t sub_records;   /* records the subscription serves; 0: SUB_RECORDS */
+    uint32_t sub_requested; /* the credit the SUB asked for */
     uint64_t sub_sent, sub_credit;
     bool sub_live;
     uint64_t credits_received;
@@ -154,14 +156,23 @@ static void on_pub(fake *f, zmq_msg_t *rid, uint64_t id)
     release_held(f);
 }
 
+/* Outstanding credit saturates at the protocol's maximum, as in kabard. */
+static void add_credit(fake *f, uint64_t n)
+{
+    f->sub_credit = n >= KABAR_MAX_CREDIT || f->sub_credit + n > KABAR_MAX_CREDIT
+                        ? KABAR_MAX_CREDIT
+                        : f->sub_credit + n;
+}
+
 /* Send what the subscription's credit allows, then END. */
 static void feed_sub(fake *f)
 {
     kabar_buf hdr = {0}, body = {0};
-    while (f->sub_live && f->sub_sent < SUB_RECORDS && f->sub_credit > 0) {
+    uint64_t total = f->sub_records ? f->sub_records : SUB_RECORDS;
+    while (f->sub_live && f->sub_sent < total && f->sub_credit > 0) {
         uint32_t n = 0;
         body.len = 0;
-        while (n < 100 && f->sub_sent < SUB_RECORDS && f->sub_credit > 0) {
+        while (n < 100 && f->sub_sent < total && f->sub_credit > 0) {
             char ev[32];
             int len = snprintf(ev, sizeof ev, "record-%llu", (unsigned long long)f->sub_sent + 1);
             wire_enc_record(&body, f->sub_sent + 1, (int64_t)(f->sub_sent + 1) * 1000000000, ev,
@@ -173,8 +184,8 @@ static void feed_sub(fake *f)
         wire_enc_cmd1(&hdr, WIRE_EVT, f->sub_id, n);
         send_reply(f, &f->sub_rid, &hdr, body.data, body.len);
     }
-    if (f->sub_live && f->sub_sent == SUB_RECORDS) {
-        wire_enc_cmd1(&hdr, WIRE_END, f->sub_id, SUB_RECORDS);
+    if (f->sub_live && f->sub_sent == total) {
+        wire_enc_cmd1(&hdr, WIRE_END, f->sub_id, total);
         send_reply(f, &f->sub_rid, &hdr, NULL, 0);
         f->sub_live = false;
     }
@@ -201,7 +212,9 @@ static void on_message(fake *f, zmq_msg_t *rid, zmq_msg_t *hm)
         wire_sub o;
         wire_sub_decode(&h, &o, NULL);
         f->sub_id = h.id;
-        f->sub_credit = o.credit;
+        f->sub_requested = o.credit;
+        f->sub_credit = 0;
+        add_credit(f, o.credit);
         f->sub_sent = 0;
         f->sub_live = true;
         if (f->has_sub_rid)
@@ -209,13 +222,13 @@ static void on_message(fake *f, zmq_msg_t *rid, zmq_msg_t *hm)
         zmq_msg_init(&f->sub_rid);
         zmq_msg_copy(&f->sub_rid, rid);
         f->has_sub_rid = true;
-        wire_enc_subok(&b, h.id, 1, SUB_RECORDS);
+        wire_enc_subok(&b, h.id, 1, f->sub_records ? f->sub_records : SUB_RECORDS);
         send_reply(f, rid, &b, NULL, 0);
         feed_sub(f);
         break;
     }
     case WIRE_CREDIT:
-        f->sub_credit += h.a;
+        add_credit(f, h.a);
         f->credits_received++;
         feed_sub(f);
         break;
@@ -529,15 +542,19 @@ static void test_publish_too_big(void **state)
     free(res);
 }
 
-static void test_subscribe_credit_end(void **state)
+/*
+ * Subscribe with `credit` and read every record the fake serves: in order,
+ * each with its own bytes, then KABAR_END (a stall fails the test).
+ */
+static void subscribe_read_all(fake *f, uint32_t credit)
 {
-    fake *f = *state;
     kabar_client *c = NULL;
     kabar_sub *s = NULL;
     kabar_error err;
     kabar_record rec;
     kabar_client_opts o = {.timeout_ms = 5000};
-    kabar_sub_opts so = {.start = KABAR_START_FIRST, .until_head = true, .credit = 256};
+    kabar_sub_opts so = {.start = KABAR_START_FIRST, .until_head = true, .credit = credit};
+    uint64_t total = f->sub_records ? f->sub_records : SUB_RECORDS;
     assert_int_equal(kabar_client_connect(&c, f->endpoint, &o, &err), 0);
     assert_int_equal(kabar_client_subscribe(c, &so, &s, &err), 0);
     uint64_t n = 0;
@@ -550,13 +567,35 @@ static void test_subscribe_credit_end(void **state)
         assert_memory_equal(rec.bytes, want, (size_t)len);
         n++;
     }
-    assert_int_equal(rc, KABAR_END);
-    assert_int_equal(n, SUB_RECORDS);
-    assert_true(f->credits_received >= SUB_RECORDS / 256); /* credit came back in chunks */
+    if (rc != KABAR_END)
+        fail_msg("stalled after %llu of %llu records: %s", (unsigned long long)n,
+                 (unsigned long long)total, err.message);
+    assert_int_equal(n, total);
     assert_int_equal(kabar_sub_next(s, &rec, 0, &err), KABAR_END);
     kabar_sub_close(&s);
     assert_null(s);
     kabar_client_destroy(&c);
+}
+
+static void test_subscribe_credit_end(void **state)
+{
+    fake *f = *state;
+    subscribe_read_all(f, 256);
+    assert_true(f->credits_received >= SUB_RECORDS / 256); /* credit came back in chunks */
+}
+
+/*
+ * A subscription opened with more credit than the protocol allows: the
+ * broker holds at most KABAR_MAX_CREDIT outstanding, so a client that waited
+ * to consume half of its nominal credit before granting more would stall
+ * after KABAR_MAX_CREDIT records. It must get every record.
+ */
+static void test_subscribe_credit_above_max(void **state)
+{
+    fake *f = *state;
+    f->sub_records = 2 * KABAR_MAX_CREDIT + 500;
+    subscribe_read_all(f, 100000);
+    assert_true(f->sub_requested <= KABAR_MAX_CREDIT); /* SUB asks for what it can get */
 }
 
 int main(void)
@@ -569,6 +608,7 @@ int main(void)
                                         fake_stop),
         cmocka_unit_test_setup_teardown(test_publish_too_big, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_subscribe_credit_end, fake_start, fake_stop),
+        cmocka_unit_test_setup_teardown(test_subscribe_credit_above_max, fake_start, fake_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,6 +32,13 @@ extern "C" {
 #define KABAR_DEFAULT_ENDPOINT "tcp://127.0.0.1:7450"
 
 /*
+ * The release of kabar this library belongs to ("0.1.0"), from
+ * project(kabar VERSION ...) in CMakeLists.txt: every program prints it for
+ * --version and the broker reports it in STATUS. A static string; never NULL.
+ */
+const char *kabar_version(void);
+
+/*
  * Limits. Documented in proto/PROTOCOL.md ("Limits"); an event that exceeds
  * one is rejected with KABAR_LIMIT (or KABAR_TOO_BIG for the size).
  */
@@ -304,7 +311,7 @@ typedef struct kabar_sub_opts {
     const char *durable; /* durable consumer name: resume after its last ack */
     uint64_t until_seq;  /* stop after this seq (0: no bound) */
     bool until_head;     /* stop at the head as of subscribing (replay) */
-    uint32_t credit;     /* events the broker may send ahead; default 1024 */
+    uint32_t credit;     /* events the broker may send ahead; default 1024, at most 16384 */
 } kabar_sub_opts;
 
 /* A record as the log holds it. Pointers valid until the next call on the sub. */

@@ -60,6 +60,7 @@
 #define KABAR_PING_INTERVAL_MS 1000
 #define KABAR_PEER_TIMEOUT_MS  10000 /* broker forgets a silent peer */
 #define KABAR_MAX_HEADER_BYTES 4096  /* kabard refuses a request header larger than this */
+#define KABAR_MAX_CREDIT       16384 /* outstanding credit of one subscription, at most */
 
 typedef enum wire_cmd {
     WIRE_UNKNOWN = 0,

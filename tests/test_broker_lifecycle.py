@@ -7,7 +7,9 @@ may mount) or the --max-size cap gives publishers a clear DISK_FULL while
 everything acked stays in the log and the broker keeps answering.
 """
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -88,6 +90,26 @@ class Lifecycle(kt.KabarTestCase):
         self.assertEqual(rc, 0, err)
         for flag in ("--data", "--listen", "--insecure", "--max-size", "--schema"):
             self.assertIn(flag, out + err, "kabard --help should document " + flag)
+
+    def test_one_version(self):
+        # Every program and the STATUS reply give the release that
+        # CMakeLists.txt's project(kabar VERSION ...) names.
+        with open(os.path.join(kt.SOURCE_DIR, "CMakeLists.txt")) as f:
+            m = re.search(r"project\(kabar VERSION ([0-9][0-9.]*)", f.read())
+        self.assertIsNotNone(m, "no project(kabar VERSION ...) in CMakeLists.txt")
+        want = m.group(1)
+        progs = [kt.KABARD, kt.KABAR]
+        progs += [p for p in (os.path.join(kt.BUILD_DIR, n) for n in ("kabar-agent", "kabar-oversight")) if os.path.exists(p)]
+        for prog in progs:
+            with self.subTest(os.path.basename(prog)):
+                rc, out, err = run([prog, "--version"])
+                self.assertEqual(rc, 0, "%s --version: exit %d, %s" % (prog, rc, err))
+                words = out.split()
+                self.assertEqual(words[:2], [os.path.basename(prog), want], "%s --version: %r" % (prog, out))
+        b = self.start_broker()
+        st = self.cli("status", "--broker", b.endpoint, "--json")
+        self.assertEqual(st.rc, 0, st)
+        self.assertEqual(json.loads(st.text)["version"], want, st)
 
     def test_cli_cannot_reach_broker(self):
         port = kt.free_port()

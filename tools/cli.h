@@ -21,10 +21,6 @@
 #define CLI_FAIL  1 /* ran, but some event was rejected or the check failed */
 #define CLI_USAGE 2 /* bad usage, or cannot run (no broker, no log, ...) */
 
-#ifndef KABAR_VERSION_STRING
-#define KABAR_VERSION_STRING "0.1.0"
-#endif
-
 /* The subcommands (tools/cmd_NAME.c). */
 int cmd_publish(int argc, char **argv);
 int cmd_tail(int argc, char **argv);

@@ -52,36 +52,17 @@
 
 #include <jansson.h>
 
+#include "bench.h"
 #include "cli.h"
 #include "kabar.h"
 #include "store.h"
 
-#define BENCH_WINDOW       256
-#define BENCH_SUBSCRIBERS  50
-#define BENCH_SUBS_PER_CON 10
-#define BENCH_SUB_CREDIT   1024
-#define BENCH_PAD_ITEM     120 /* padding text per array item, chars */
-#define BENCH_STALL_NS     (30 * 1000000000LL)
-
-static volatile sig_atomic_t g_stop;
+volatile sig_atomic_t bench_stop;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    g_stop = 1;
-}
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void progress(const char *what)
-{
-    if (isatty(STDERR_FILENO))
-        fprintf(stderr, "kabar bench: %s...\n", what);
+    bench_stop = 1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -248,7 +229,7 @@ static int broker_start(bench_broker *b, bool nosync, kabar_error *err)
                                    "kabard (%s) exited with status 0x%x before it was ready", exe,
                                    status);
         }
-        if (mono_ns() > deadline || g_stop) {
+        if (mono_ns() > deadline || bench_stop) {
             print_log_tail(b);
             return kabar_error_set(err, KABAR_TIMEOUT,
                                    "kabard (%s) did not write %s/kabard.endpoint within 15 s", exe,
@@ -257,557 +238,6 @@ static int broker_start(bench_broker *b, bool nosync, kabar_error *err)
         usleep(5000);
     }
     return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Events                                                                   */
-
-/* A run's events, each encoded by kabar_event_from_json (malloc'd). */
-typedef struct evset {
-    uint8_t **bytes;
-    size_t *len;
-    size_t n;
-    size_t total_bytes;
-} evset;
-
-static void evset_free(evset *s)
-{
-    for (size_t i = 0; s->bytes != NULL && i < s->n; i++)
-        free(s->bytes[i]);
-    free(s->bytes);
-    free(s->len);
-    memset(s, 0, sizeof *s);
-}
-
-static const char *const ACTIONS[] = {
-    "Kelebihan bayar perjalanan dinas telah disetor ke Kas Daerah",
-    "Puskesmas telah memakai daftar hadir elektronik sejak Mei",
-    "PPK telah ditegur tertulis dan addendum kontrak ditandatangani",
-    "Aset tetap yang belum tercatat telah dimasukkan ke dalam KIB",
-};
-static const char *const PROBLEMS[] = {
-    "Dana BOK terlambat cair",
-    "Bidan di pustu kurang",
-    "Internet kelurahan putus",
-};
-static const char PAD_TEXT[] =
-    "Dokumen pendukung telah diunggah ke aplikasi SIPD dan diverifikasi oleh tim Inspektorat "
-    "bersama Bagian Organisasi Setda sebelum batas waktu enam puluh hari sejak laporan diterima. ";
-
-/* Append `chars` of padding as JSON string items (with a leading comma). */
-static int append_pad(kabar_buf *j, size_t chars)
-{
-    int rc = 0;
-    while (chars > 0 && rc == 0) {
-        size_t n = chars > BENCH_PAD_ITEM ? BENCH_PAD_ITEM : chars;
-        rc = kabar_buf_append(j, ",\"", 2);
-        if (rc == 0)
-            rc = kabar_buf_append(j, PAD_TEXT, n);
-        if (rc == 0)
-            rc = kabar_buf_append(j, "\"", 1);
-        chars -= n;
-    }
-    return rc;
-}
-
-/* The JSON of event i of a run: even i finding.responded, odd visit.completed. */
-static int event_json(kabar_buf *j, const char *tag, const char *source, size_t i, size_t pad)
-{
-    char head[1024];
-    j->len = 0;
-    if (i % 2 == 0) {
-        snprintf(head, sizeof head,
-                 "{\"id\":\"%s-%zu\",\"type\":\"finding.responded\",\"source\":\"%s\","
-                 "\"targets\":[\"inspektorat\"],\"corr\":\"F-2024-%03zu\",\"body\":{"
-                 "\"finding_id\":\"F-2024-%03zu\",\"rec_id\":\"R%zu\",\"action\":\"%s\","
-                 "\"deposit_idr\":%zu,\"evidence\":[\"STS-2024-%05zu.pdf\"",
-                 tag, i, source, i % 997, i % 997, 1 + i % 3, ACTIONS[i / 2 % 4],
-                 1250000 + (i % 89) * 25000, i);
-    } else {
-        snprintf(head, sizeof head,
-                 "{\"id\":\"%s-%zu\",\"type\":\"visit.completed\",\"source\":\"%s\","
-                 "\"corr\":\"V-2024-%03zu\",\"body\":{\"visit_id\":\"V-2024-%03zu\","
-                 "\"host\":\"%s\",\"date\":\"2024-%02zu-%02zu\",\"attendance\":{\"present\":%zu,"
-                 "\"total\":92},\"programs\":[\"Kamis Berseri\"],\"problems\":[\"%s\"],"
-                 "\"plans\":[\"Percepatan serapan anggaran\"",
-                 tag, i, source, i % 997, i % 997, source, 1 + i % 12, 1 + i % 28, 80 + i % 12,
-                 PROBLEMS[i / 2 % 3]);
-    }
-    int rc = kabar_buf_append(j, head, strlen(head));
-    if (rc == 0)
-        rc = append_pad(j, pad);
-    if (rc == 0)
-        rc = kabar_buf_append(j, "]}}", 3);
-    return rc;
-}
-
-/* Padding (chars) that brings event kind i%2 from `base` bytes to about `size`. */
-static size_t pad_for(size_t base, size_t size)
-{
-    if (size <= base + 3)
-        return 0;
-    size_t want = size - base, chars = 0;
-    while (want > 3) { /* each item costs its text plus ~3 bytes (header, JSON comma) */
-        size_t n = want - 3 > BENCH_PAD_ITEM ? BENCH_PAD_ITEM : want - 3;
-        chars += n;
-        want -= n + (n > 31 ? 2 : 1);
-    }
-    return chars;
-}
-
-static int encode_one(const kabar_schema *schema, kabar_buf *j, const char *tag, const char *source,
-                      size_t i, size_t pad, uint8_t **out, size_t *len, kabar_error *err)
-{
-    if (event_json(j, tag, source, i, pad) != 0)
-        return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory building bench events");
-    kabar_error e = {0};
-    int rc = kabar_event_from_json(schema, j->data, j->len, NULL, out, len, &e);
-    if (rc != 0)
-        return kabar_error_set(err, rc, "cannot encode a bench event (%.*s...): %s", 60, j->data,
-                               e.message);
-    return 0;
-}
-
-/*
- * Encode n events of about `size` bytes from `source`, ids "<tag>-<i>".
- * On success the caller frees *s with evset_free.
- */
-static int evset_make(evset *s, const char *tag, const char *source, size_t n, size_t size,
-                      kabar_error *err)
-{
-    const kabar_schema *schema = kabar_schema_default(err);
-    if (schema == NULL)
-        return err != NULL ? err->code : KABAR_BAD_SCHEMA;
-    kabar_buf j = {0};
-    size_t pad[2] = {0, 0};
-    int rc = 0;
-    for (size_t k = 0; k < 2 && rc == 0; k++) { /* measure each kind without padding */
-        uint8_t *b = NULL;
-        size_t len = 0;
-        rc = encode_one(schema, &j, tag, source, k, 0, &b, &len, err);
-        free(b);
-        pad[k] = pad_for(len, size);
-    }
-    memset(s, 0, sizeof *s);
-    s->bytes = rc == 0 ? calloc(n ? n : 1, sizeof *s->bytes) : NULL;
-    s->len = rc == 0 ? calloc(n ? n : 1, sizeof *s->len) : NULL;
-    if (rc == 0 && (s->bytes == NULL || s->len == NULL))
-        rc = kabar_error_set(err, KABAR_NO_MEMORY, "out of memory for %zu bench events", n);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        rc = encode_one(schema, &j, tag, source, i, pad[i % 2], &s->bytes[i], &s->len[i], err);
-        if (rc == 0) {
-            s->n = i + 1;
-            s->total_bytes += s->len[i];
-        }
-    }
-    kabar_buf_free(&j);
-    if (rc != 0)
-        evset_free(s);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Publishing                                                               */
-
-typedef struct pubjob {
-    const char *endpoint;
-    uint32_t window;
-    const evset *set;
-    pthread_barrier_t *go;
-    int64_t *sent_at; /* per event: when kabar_client_publish was called */
-    int64_t *lat;     /* per event: publish call to result callback, -1 none */
-    uint64_t acked, duplicates, rejected;
-    char first_reject[KABAR_ERROR_MESSAGE_MAX + 64];
-    int64_t t_end;
-    int rc;
-    kabar_error err;
-} pubjob;
-
-static void on_result(void *arg, const kabar_pub_result *r)
-{
-    pubjob *j = arg;
-    size_t i = (size_t)(uintptr_t)r->user;
-    if (i < j->set->n)
-        j->lat[i] = mono_ns() - j->sent_at[i];
-    if (r->code != KABAR_OK) {
-        if (j->rejected++ == 0)
-            snprintf(j->first_reject, sizeof j->first_reject, "%s: %s", kabar_errname(r->code),
-                     r->message != NULL ? r->message : "");
-    } else if (r->duplicate) {
-        j->duplicates++;
-    } else {
-        j->acked++;
-    }
-}
-
-static void *pub_thread(void *arg)
-{
-    pubjob *j = arg;
-    kabar_client_opts o = {.timeout_ms = 10000, .window = j->window};
-    kabar_client *c = NULL;
-    if (j->rc == 0)
-        j->rc = kabar_client_connect(&c, j->endpoint, &o, &j->err);
-    if (c != NULL)
-        kabar_client_on_result(c, on_result, j);
-    pthread_barrier_wait(j->go);
-    for (size_t i = 0; j->rc == 0 && i < j->set->n && !g_stop; i++) {
-        j->sent_at[i] = mono_ns();
-        j->rc = kabar_client_publish(c, j->set->bytes[i], j->set->len[i], (void *)(uintptr_t)i,
-                                     &j->err);
-    }
-    if (j->rc == 0)
-        j->rc = kabar_client_flush(c, &j->err);
-    j->t_end = mono_ns();
-    kabar_client_destroy(&c);
-    return NULL;
-}
-
-typedef struct pub_result {
-    uint64_t events; /* offered */
-    uint64_t acked, duplicates, rejected;
-    double seconds, per_sec;
-    double p50_us, p99_us, max_us; /* ack latency of the first publisher */
-    int64_t t_start, t_end;        /* monotonic ns: the barrier, the last flush */
-    char first_reject[KABAR_ERROR_MESSAGE_MAX + 64];
-} pub_result;
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static void latency_stats(pub_result *r, int64_t *lat, size_t n)
-{
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (lat[i] >= 0)
-            lat[m++] = lat[i];
-    if (m == 0)
-        return;
-    qsort(lat, m, sizeof *lat, cmp_i64);
-    r->p50_us = (double)lat[(m - 1) / 2] / 1e3;
-    r->p99_us = (double)lat[(size_t)((double)(m - 1) * 0.99)] / 1e3;
-    r->max_us = (double)lat[m - 1] / 1e3;
-}
-
-/*
- * Publish sets[0..n) from n connections at once with `window`, after
- * waiting on extra_go when not NULL. Fills *r; returns non-zero (with err)
- * when a connection failed.
- */
-static int run_publish(const char *endpoint, const evset *sets, size_t n, uint32_t window,
-                       pthread_barrier_t *extra_go, pub_result *r, kabar_error *err)
-{
-    static const evset no_events = {0};
-    pubjob *jobs = calloc(n, sizeof *jobs);
-    pthread_t *tid = calloc(n, sizeof *tid);
-    pthread_barrier_t go;
-    int rc = 0;
-    memset(r, 0, sizeof *r);
-    if (extra_go != NULL)
-        pthread_barrier_wait(extra_go);
-    if (jobs == NULL || tid == NULL) {
-        free(jobs);
-        free(tid);
-        return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
-    }
-    pthread_barrier_init(&go, NULL, (unsigned)n + 1);
-    size_t started = 0;
-    for (size_t k = 0; k < n; k++) {
-        pubjob *j = &jobs[k];
-        *j = (pubjob){.endpoint = endpoint, .window = window, .set = &sets[k], .go = &go};
-        j->sent_at = malloc((sets[k].n ? sets[k].n : 1) * sizeof *j->sent_at);
-        j->lat = malloc((sets[k].n ? sets[k].n : 1) * sizeof *j->lat);
-        if (j->sent_at == NULL || j->lat == NULL) {
-            j->rc = kabar_error_set(&j->err, KABAR_NO_MEMORY, "out of memory");
-            j->set = &no_events;
-        }
-        for (size_t i = 0; j->lat != NULL && i < sets[k].n; i++)
-            j->lat[i] = -1;
-    }
-    for (; started < n; started++)
-        if (pthread_create(&tid[started], NULL, pub_thread, &jobs[started]) != 0)
-            break;
-    if (started < n) { /* cannot happen in practice; release the barrier by hand */
-        rc = kabar_error_set(err, KABAR_NO_MEMORY, "cannot start publisher threads");
-        g_stop = 1;
-        for (size_t k = started; k < n; k++)
-            pthread_barrier_wait(&go);
-    }
-    pthread_barrier_wait(&go);
-    int64_t t0 = mono_ns(), t_end = t0;
-    for (size_t k = 0; k < started; k++)
-        pthread_join(tid[k], NULL);
-    for (size_t k = 0; k < n; k++) {
-        pubjob *j = &jobs[k];
-        if (j->rc != 0 && rc == 0)
-            rc = kabar_error_set(err, j->rc, "publisher %zu: %s", k + 1, j->err.message);
-        r->events += sets[k].n;
-        r->acked += j->acked;
-        r->duplicates += j->duplicates;
-        r->rejected += j->rejected;
-        if (j->rejected > 0 && r->first_reject[0] == '\0')
-            memcpy(r->first_reject, j->first_reject, sizeof r->first_reject);
-        if (j->t_end > t_end)
-            t_end = j->t_end;
-    }
-    r->t_start = t0;
-    r->t_end = t_end;
-    r->seconds = (double)(t_end - t0) / 1e9;
-    r->per_sec = r->seconds > 0 ? (double)r->acked / r->seconds : 0;
-    if (n > 0 && jobs[0].lat != NULL)
-        latency_stats(r, jobs[0].lat, sets[0].n);
-    for (size_t k = 0; k < n; k++) {
-        free(jobs[k].sent_at);
-        free(jobs[k].lat);
-    }
-    pthread_barrier_destroy(&go);
-    free(jobs);
-    free(tid);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Replay                                                                   */
-
-typedef struct rate {
-    uint64_t events, bytes;
-    double seconds, per_sec;
-    bool done;
-} rate;
-
-static void rate_finish(rate *r, int64_t t0)
-{
-    r->seconds = (double)(mono_ns() - t0) / 1e9;
-    r->per_sec = r->seconds > 0 ? (double)r->events / r->seconds : 0;
-    r->done = true;
-}
-
-static int replay_wire(const char *endpoint, rate *r, kabar_error *err)
-{
-    kabar_client *c = NULL;
-    kabar_sub *s = NULL;
-    kabar_sub_opts o = {.start = KABAR_START_FIRST, .until_head = true, .credit = BENCH_SUB_CREDIT};
-    int rc = kabar_client_connect(&c, endpoint, NULL, err);
-    int64_t t0 = mono_ns();
-    if (rc == 0)
-        rc = kabar_client_subscribe(c, &o, &s, err);
-    kabar_record rec;
-    while (rc == 0 && !g_stop && (rc = kabar_sub_next(s, &rec, 10000, err)) == 0) {
-        r->events++;
-        r->bytes += rec.len;
-    }
-    if (rc == KABAR_END)
-        rc = 0;
-    if (rc == 0)
-        rate_finish(r, t0);
-    kabar_sub_close(&s);
-    kabar_client_destroy(&c);
-    return rc;
-}
-
-/* Read the whole log offline; with jsonl, also render it as `kabar replay --data` does. */
-static int replay_offline(const char *data, bool jsonl, rate *r, kabar_error *err)
-{
-    store *st = NULL;
-    store_reader *rd = NULL;
-    store_iter *it = NULL;
-    store_opts so = {.readonly = true};
-    store_filter f = {0};
-    kabar_buf out = {0};
-    int64_t t0 = mono_ns();
-    int rc = store_open(&st, data, &so, err);
-    if (rc == 0)
-        rc = store_reader_open(st, &rd, err);
-    if (rc == 0)
-        rc = store_iter_open(rd, &f, &it, err);
-    store_record rec;
-    while (rc == 0 && !g_stop && (rc = store_iter_next(it, &rec, err)) == 0) {
-        r->events++;
-        if (!jsonl) {
-            r->bytes += rec.len;
-            continue;
-        }
-        size_t before = out.len;
-        rc = kabar_event_to_json(&out, rec.seq, rec.received_at, rec.bytes, rec.len, err);
-        if (rc == 0)
-            rc = kabar_buf_append(&out, "\n", 1);
-        r->bytes += out.len - before;
-        if (out.len > (1u << 20)) /* as if written out */
-            out.len = 0;
-    }
-    if (rc == KABAR_END)
-        rc = 0;
-    if (rc == 0)
-        rate_finish(r, t0);
-    kabar_buf_free(&out);
-    store_iter_close(&it);
-    store_reader_close(&rd);
-    store_close(&st);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Fan-out                                                                  */
-
-typedef struct fanjob {
-    const char *endpoint;
-    int nsubs;
-    uint64_t first, last; /* the seqs every subscriber must see */
-    pthread_barrier_t *go;
-    uint64_t delivered, missed;
-    int64_t t_done;
-    int rc;
-    kabar_error err;
-} fanjob;
-
-/* Take one record (or the end) from sub k; returns 1 on progress, 0 none, <0 error. */
-static int fan_take(fanjob *j, kabar_sub *s, uint64_t *next, bool *done, int timeout_ms)
-{
-    kabar_record rec;
-    int rc = kabar_sub_next(s, &rec, timeout_ms, &j->err);
-    if (rc == KABAR_TIMEOUT)
-        return 0;
-    if (rc == KABAR_END) {
-        if (*next <= j->last)
-            j->missed += j->last + 1 - *next;
-        *done = true;
-        return 1;
-    }
-    if (rc != 0)
-        return -(j->rc = rc);
-    if (rec.seq != *next)
-        j->missed++;
-    *next = rec.seq + 1;
-    j->delivered++;
-    return 1;
-}
-
-static void fan_loop(fanjob *j, kabar_sub **subs, uint64_t *next, bool *done)
-{
-    int left = j->nsubs;
-    int64_t last_progress = mono_ns();
-    while (left > 0 && j->rc == 0 && !g_stop) {
-        int progressed = 0, first_open = -1;
-        for (int k = 0; k < j->nsubs && j->rc == 0; k++) {
-            if (done[k])
-                continue;
-            first_open = first_open < 0 ? k : first_open;
-            int got;
-            while ((got = fan_take(j, subs[k], &next[k], &done[k], 0)) == 1 && !done[k])
-                progressed++;
-            if (got == 1) {
-                progressed++;
-                left--;
-            }
-        }
-        if (progressed > 0) {
-            last_progress = mono_ns();
-        } else if (first_open >= 0 && j->rc == 0) {
-            if (fan_take(j, subs[first_open], &next[first_open], &done[first_open], 2) == 1) {
-                last_progress = mono_ns();
-                left -= done[first_open] ? 1 : 0;
-            } else if (mono_ns() - last_progress > BENCH_STALL_NS) {
-                j->rc = kabar_error_set(&j->err, KABAR_TIMEOUT,
-                                        "a subscriber received nothing for 30 s");
-            }
-        }
-    }
-}
-
-static void *fan_thread(void *arg)
-{
-    fanjob *j = arg;
-    kabar_client *c = NULL;
-    kabar_sub *subs[BENCH_SUBS_PER_CON] = {0};
-    uint64_t next[BENCH_SUBS_PER_CON];
-    bool done[BENCH_SUBS_PER_CON] = {0};
-    kabar_sub_opts o = {.start = KABAR_START_SEQ,
-                        .seq = j->first,
-                        .until_seq = j->last,
-                        .credit = BENCH_SUB_CREDIT};
-    j->rc = kabar_client_connect(&c, j->endpoint, NULL, &j->err);
-    for (int k = 0; k < j->nsubs && j->rc == 0; k++) {
-        j->rc = kabar_client_subscribe(c, &o, &subs[k], &j->err);
-        next[k] = j->first;
-    }
-    pthread_barrier_wait(j->go);
-    if (j->rc == 0)
-        fan_loop(j, subs, next, done);
-    j->t_done = mono_ns();
-    for (int k = 0; k < j->nsubs; k++)
-        kabar_sub_close(&subs[k]);
-    kabar_client_destroy(&c);
-    return NULL;
-}
-
-typedef struct fan_result {
-    uint64_t events, delivered, missed;
-    int subscribers;
-    double seconds, per_sec; /* publish start to last subscriber done */
-    double publish_seconds;  /* publish start to last ack */
-    double tail_ms;          /* last ack to last subscriber done */
-    bool done;
-    pub_result pub;
-} fan_result;
-
-static int run_fanout(const char *endpoint, const evset *set, fan_result *r, kabar_error *err)
-{
-    enum { NCON = (BENCH_SUBSCRIBERS + BENCH_SUBS_PER_CON - 1) / BENCH_SUBS_PER_CON };
-    fanjob jobs[NCON];
-    pthread_t tid[NCON];
-    pthread_barrier_t go;
-    kabar_client *c = NULL;
-    kabar_head h = {0};
-    int rc = kabar_client_connect(&c, endpoint, NULL, err);
-    if (rc == 0)
-        rc = kabar_client_head(c, &h, err);
-    kabar_client_destroy(&c);
-    if (rc != 0)
-        return rc;
-    memset(r, 0, sizeof *r);
-    pthread_barrier_init(&go, NULL, NCON + 1);
-    int nthreads = 0;
-    for (int k = 0; k < NCON; k++) {
-        int left = BENCH_SUBSCRIBERS - k * BENCH_SUBS_PER_CON;
-        jobs[k] = (fanjob){.endpoint = endpoint,
-                           .nsubs = left < BENCH_SUBS_PER_CON ? left : BENCH_SUBS_PER_CON,
-                           .first = h.seq + 1,
-                           .last = h.seq + set->n,
-                           .go = &go};
-        if (pthread_create(&tid[k], NULL, fan_thread, &jobs[k]) != 0)
-            break;
-        nthreads++;
-    }
-    for (int k = nthreads; k < NCON; k++) { /* release the barrier for threads never made */
-        jobs[k].rc = kabar_error_set(&jobs[k].err, KABAR_NO_MEMORY, "cannot start a thread");
-        pthread_barrier_wait(&go);
-    }
-    /* The publisher's own barrier opens once every subscriber is subscribed. */
-    int prc = run_publish(endpoint, set, 1, BENCH_WINDOW, &go, &r->pub, err);
-    int64_t t_last = 0;
-    for (int k = 0; k < nthreads; k++)
-        pthread_join(tid[k], NULL);
-    for (int k = 0; k < NCON; k++) {
-        if (jobs[k].rc != 0 && rc == 0)
-            rc = kabar_error_set(err, jobs[k].rc, "subscriber connection %d: %s", k + 1,
-                                 jobs[k].err.message);
-        r->delivered += jobs[k].delivered;
-        r->missed += jobs[k].missed;
-        t_last = jobs[k].t_done > t_last ? jobs[k].t_done : t_last;
-    }
-    pthread_barrier_destroy(&go);
-    if (rc == 0)
-        rc = prc;
-    r->events = set->n;
-    r->subscribers = BENCH_SUBSCRIBERS;
-    r->publish_seconds = r->pub.seconds;
-    r->seconds = (double)(t_last - r->pub.t_start) / 1e9;
-    r->tail_ms = (double)(t_last - r->pub.t_end) / 1e6;
-    r->per_sec = r->seconds > 0 ? (double)r->delivered / r->seconds : 0;
-    r->done = rc == 0;
-    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -960,7 +390,7 @@ static int make_sets(evset *sets, size_t nsets, const char *tag, const char *run
     for (size_t k = 0; k < nsets && rc == 0; k++) {
         char t[64];
         snprintf(t, sizeof t, "%s-%s%zu", tag, run, k);
-        rc = evset_make(&sets[k], t, sources[k], n / nsets + (k < n % nsets), size, err);
+        rc = bench_evset_make(&sets[k], t, sources[k], n / nsets + (k < n % nsets), size, err);
     }
     return rc;
 }
@@ -968,7 +398,7 @@ static int make_sets(evset *sets, size_t nsets, const char *tag, const char *run
 static void free_sets(evset *sets, size_t nsets)
 {
     for (size_t k = 0; k < nsets; k++)
-        evset_free(&sets[k]);
+        bench_evset_free(&sets[k]);
 }
 
 static int run_publish_sets(bench_report *r, const char *tag, const char *run, size_t nsets,
@@ -980,7 +410,7 @@ static int run_publish_sets(bench_report *r, const char *tag, const char *run, s
     if (rc == 0) {
         if (r->event_bytes == 0 && sets[0].n > 0)
             r->event_bytes = (double)sets[0].total_bytes / (double)sets[0].n;
-        rc = run_publish(r->endpoint, sets, nsets, window, NULL, out, err);
+        rc = bench_run_publish(r->endpoint, sets, nsets, window, NULL, out, err);
     }
     free_sets(sets, nsets);
     return rc;
@@ -998,33 +428,33 @@ static int run_all(bench_report *r, const char *data, kabar_error *err)
     int rc;
     progress("publishing with 1 publisher");
     rc = run_publish_sets(r, tag, "a", 1, AGENCIES, n, BENCH_WINDOW, &r->pub1, err);
-    if (rc == 0 && !g_stop) {
+    if (rc == 0 && !bench_stop) {
         progress("publishing with 4 publishers");
         rc = run_publish_sets(r, tag, "b", 4, AGENCIES, n, BENCH_WINDOW, &r->pub4, err);
     }
-    if (rc == 0 && !g_stop) {
+    if (rc == 0 && !bench_stop) {
         progress("measuring ack latency at window 1");
         rc = run_publish_sets(r, tag, "c", 1, lat_src, nlat, 1, &r->lat1, err);
     }
-    if (rc == 0 && !g_stop) {
+    if (rc == 0 && !bench_stop) {
         progress("replaying over the wire");
-        rc = replay_wire(r->endpoint, &r->wire, err);
+        rc = bench_replay_wire(r->endpoint, &r->wire, err);
     }
-    if (rc == 0 && !g_stop && data != NULL) {
+    if (rc == 0 && !bench_stop && data != NULL) {
         progress("replaying offline");
-        rc = replay_offline(data, false, &r->offline, err);
+        rc = bench_replay_offline(data, false, &r->offline, err);
         if (rc == 0)
-            rc = replay_offline(data, true, &r->jsonl, err);
+            rc = bench_replay_offline(data, true, &r->jsonl, err);
     }
-    if (rc == 0 && !g_stop) {
+    if (rc == 0 && !bench_stop) {
         progress("fan-out to 50 subscribers");
         evset set = {0};
         rc = make_sets(&set, 1, tag, "d", fan_src, nfan, r->o.size, err);
         if (rc == 0)
-            rc = run_fanout(r->endpoint, &set, &r->fan, err);
-        evset_free(&set);
+            rc = bench_run_fanout(r->endpoint, &set, &r->fan, err);
+        bench_evset_free(&set);
     }
-    if (rc == 0 && g_stop)
+    if (rc == 0 && bench_stop)
         rc = kabar_error_set(err, KABAR_SHUTTING_DOWN, "interrupted");
     return rc;
 }

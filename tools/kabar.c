@@ -81,7 +81,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return CLI_OK;
         } else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
-            printf("kabar %s (protocol %d)\n", KABAR_VERSION_STRING, KABAR_PROTOCOL_VERSION);
+            printf("kabar %s (protocol %d)\n", kabar_version(), KABAR_PROTOCOL_VERSION);
             return CLI_OK;
         } else if (strcmp(a, "--schema") == 0 && i + 1 < argc) {
             setenv("KABAR_SCHEMA", argv[++i], 1);

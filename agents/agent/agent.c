@@ -35,8 +35,6 @@
 #include "intake.h"
 #include "kabar.h"
 
-#define AGENT_VERSION "0.1.0"
-
 /* The configuration: one table, printed by --help (STYLE.md #13). */
 typedef struct config {
     const char *agency;
@@ -174,7 +172,7 @@ static int parse_args(int argc, char **argv, config *c)
             usage(stdout);
             return 1;
         case 'V':
-            printf("kabar-agent %s\n", AGENT_VERSION);
+            printf("kabar-agent %s\n", kabar_version());
             return 1;
         default:
             fprintf(stderr, "kabar-agent: unknown or incomplete option \"%s\"\n", argv[optind - 1]);

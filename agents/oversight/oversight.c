@@ -42,7 +42,6 @@
 #include "ostate.h"
 #include "overdue.h"
 
-#define OVS_VERSION    "0.1.0"
 #define SUB_PREFIX     "oversight-"
 #define BATCH_MAX      1024
 #define CHECK_MS       1000
@@ -166,7 +165,7 @@ static int parse_args(int argc, char **argv, config *c)
             usage(stdout);
             return 1;
         case 'V':
-            printf("kabar-oversight %s\n", OVS_VERSION);
+            printf("kabar-oversight %s\n", kabar_version());
             return 1;
         default:
             fprintf(stderr, "kabar-oversight: unknown or incomplete option \"%s\" (see --help)\n",

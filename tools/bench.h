@@ -1,0 +1,113 @@
+/*
+ * bench.h - the parts of `kabar bench` (private to tools/cmd_bench.c,
+ * tools/bench_publish.c and tools/bench_replay.c).
+ *
+ * cmd_bench.c is the command: options, the broker under test, the runs and
+ * the report; bench_publish.c makes the events and publishes them from many
+ * connections; bench_replay.c replays the log (over the wire and offline)
+ * and measures fan-out to many subscribers. The design notes are at the top
+ * of cmd_bench.c.
+ */
+#ifndef KABAR_BENCH_H
+#define KABAR_BENCH_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kabar.h"
+
+#define BENCH_WINDOW       256
+#define BENCH_SUBSCRIBERS  50
+#define BENCH_SUBS_PER_CON 10
+#define BENCH_SUB_CREDIT   1024
+#define BENCH_PAD_ITEM     120 /* padding text per array item, chars */
+#define BENCH_STALL_NS     (30 * 1000000000LL)
+
+/* Set by SIGINT/SIGTERM: every loop stops early. */
+extern volatile sig_atomic_t bench_stop;
+
+static inline int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void progress(const char *what)
+{
+    if (isatty(STDERR_FILENO))
+        fprintf(stderr, "kabar bench: %s...\n", what);
+}
+
+/* A run's events, each encoded by kabar_event_from_json (malloc'd). */
+typedef struct evset {
+    uint8_t **bytes;
+    size_t *len;
+    size_t n;
+    size_t total_bytes;
+} evset;
+
+/* One publishing run, as the publishers saw it. */
+typedef struct pub_result {
+    uint64_t events; /* offered */
+    uint64_t acked, duplicates, rejected;
+    double seconds, per_sec;
+    double p50_us, p99_us, max_us; /* ack latency of the first publisher */
+    int64_t t_start, t_end;        /* monotonic ns: the barrier, the last flush */
+    char first_reject[KABAR_ERROR_MESSAGE_MAX + 64];
+} pub_result;
+
+/* One replay: events and bytes read, and how fast. */
+typedef struct rate {
+    uint64_t events, bytes;
+    double seconds, per_sec;
+    bool done;
+} rate;
+
+/* One fan-out run: one publisher, BENCH_SUBSCRIBERS subscribers. */
+typedef struct fan_result {
+    uint64_t events, delivered, missed;
+    int subscribers;
+    double seconds, per_sec; /* publish start to last subscriber done */
+    double publish_seconds;  /* publish start to last ack */
+    double tail_ms;          /* last ack to last subscriber done */
+    bool done;
+    pub_result pub;
+} fan_result;
+
+/* bench_publish.c */
+
+/*
+ * Encode n events of about `size` bytes from `source`, ids "<tag>-<i>".
+ * On success the caller frees *s with bench_evset_free.
+ */
+int bench_evset_make(evset *s, const char *tag, const char *source, size_t n, size_t size,
+                     kabar_error *err);
+void bench_evset_free(evset *s);
+/*
+ * Publish sets[0..n) from n connections at once with `window`, after
+ * waiting on extra_go when not NULL. Fills *r; returns non-zero (with err)
+ * when a connection failed.
+ */
+int bench_run_publish(const char *endpoint, const evset *sets, size_t n, uint32_t window,
+                      pthread_barrier_t *extra_go, pub_result *r, kabar_error *err);
+
+/* bench_replay.c */
+
+/* Replay the whole log over the wire, one subscription up to the head. */
+int bench_replay_wire(const char *endpoint, rate *r, kabar_error *err);
+/* Read the whole log offline; with jsonl, also render it as `kabar replay --data` does. */
+int bench_replay_offline(const char *data, bool jsonl, rate *r, kabar_error *err);
+/*
+ * Publish `set` from one connection while BENCH_SUBSCRIBERS bounded
+ * subscriptions (from the next seq to the last one published) read it;
+ * fills *r (r->missed: records a subscriber missed or got out of order).
+ */
+int bench_run_fanout(const char *endpoint, const evset *set, fan_result *r, kabar_error *err);
+
+#endif /* KABAR_BENCH_H */
