@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dirlock.h"
 #include "klog.h"
 #include "config.h"
 #include "server.h"
@@ -78,42 +79,6 @@ static int make_dirs(const char *dir, kabar_error *err)
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return kabar_error_set(err, KABAR_IO, "data directory %s is not a directory", dir);
-    return 0;
-}
-
-/*
- * Take DIR/kabard.pid with flock and write our pid in it. The lock lives
- * as long as the descriptor: the file is never removed (removing it would
- * let a second kabard lock a new file while the first still runs).
- */
-static int lock_dir(const char *dir, int *fd_out, kabar_error *err)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/kabard.pid", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return kabar_error_set(err, KABAR_IO, "cannot open %s: %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        int en = errno;
-        char buf[32] = {0};
-        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-        long other = n > 0 ? strtol(buf, NULL, 10) : 0;
-        close(fd);
-        if (en == EWOULDBLOCK)
-            return kabar_error_set(err, KABAR_LOCKED,
-                                   "data directory %s is in use by another kabard (pid %ld); "
-                                   "stop it first or pass another --data",
-                                   dir, other);
-        return kabar_error_set(err, KABAR_IO, "cannot lock %s: %s", path, strerror(en));
-    }
-    char buf[32];
-    int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
-        int en = errno;
-        close(fd);
-        return kabar_error_set(err, KABAR_IO, "cannot write %s: %s", path, strerror(en));
-    }
-    *fd_out = fd;
     return 0;
 }
 
@@ -200,7 +165,8 @@ int main(int argc, char **argv)
     const kabar_schema *schema = NULL;
     store *st = NULL;
     server *sv = NULL;
-    if (make_dirs(cfg.data, &err) != 0 || lock_dir(cfg.data, &lock_fd, &err) != 0) {
+    if (make_dirs(cfg.data, &err) != 0 ||
+        dirlock_take(cfg.data, "kabard.pid", "kabard", &lock_fd, &err) != 0) {
         fail(EXIT_USAGE, "", &err);
         goto out;
     }

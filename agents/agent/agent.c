@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "agentdb.h"
+#include "dirlock.h"
 #include "klog.h"
 #include "forward.h"
 #include "handoff.h"
@@ -226,36 +227,6 @@ static void on_signal(int sig)
     got_signal = sig;
 }
 
-/* Hold DIR/agent.lock for the life of the process; -1 with a message when taken. */
-static int lock_dir(const char *dir)
-{
-    char path[PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/agent.lock", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        fprintf(stderr, "kabar-agent: cannot open %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        char other[32] = "";
-        ssize_t n = read(fd, other, sizeof other - 1);
-        other[n > 0 ? n : 0] = '\0';
-        other[strcspn(other, "\n")] = '\0';
-        fprintf(stderr,
-                "kabar-agent: data directory %s is in use by another kabar-agent (pid %s); "
-                "stop it or use another --data\n",
-                dir, other[0] ? other : "unknown");
-        close(fd);
-        return -1;
-    }
-    char pid[32];
-    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || write(fd, pid, (size_t)len) != len) {
-        /* The pid is informational only; the lock is what counts. */
-    }
-    return fd;
-}
-
 static void wake_forward(void *arg)
 {
     forward_notify(arg);
@@ -339,8 +310,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "kabar-agent: %s\n", e.message);
         return 2;
     }
-    if ((a.lock_fd = lock_dir(a.dir)) < 0)
+    if (dirlock_take(a.dir, "agent.lock", "kabar-agent", &a.lock_fd, &e) != 0) {
+        fprintf(stderr, "kabar-agent: %s\n", e.message);
         return 2;
+    }
 
     /* Only the main thread takes the signals: the others start with them blocked. */
     signal(SIGPIPE, SIG_IGN);

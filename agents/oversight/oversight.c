@@ -38,6 +38,7 @@
 #include "kabar.h"
 #include "oapply.h"
 #include "odate.h"
+#include "dirlock.h"
 #include "klog.h"
 #include "ostate.h"
 #include "overdue.h"
@@ -230,36 +231,6 @@ static void nap(int ms)
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-}
-
-/* Hold DIR/oversight.lock for the life of the process; -1 with a message when taken. */
-static int lock_dir(const char *dir)
-{
-    char path[PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/oversight.lock", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        fprintf(stderr, "kabar-oversight: cannot open %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        char other[32] = "";
-        ssize_t n = read(fd, other, sizeof other - 1);
-        other[n > 0 ? n : 0] = '\0';
-        other[strcspn(other, "\n")] = '\0';
-        fprintf(stderr,
-                "kabar-oversight: data directory %s is in use by another kabar-oversight "
-                "(pid %s); stop it or use another --data\n",
-                dir, other[0] ? other : "unknown");
-        close(fd);
-        return -1;
-    }
-    char pid[32];
-    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || write(fd, pid, (size_t)len) != len) {
-        /* The pid is informational only; the lock is what counts. */
-    }
-    return fd;
 }
 
 /* ---- the broker connection ---- */
@@ -697,8 +668,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "kabar-oversight: %s\n", e.message);
         return 2;
     }
-    if ((o.lock_fd = lock_dir(o.dir)) < 0)
+    if (dirlock_take(o.dir, "oversight.lock", "kabar-oversight", &o.lock_fd, &e) != 0) {
+        fprintf(stderr, "kabar-oversight: %s\n", e.message);
         return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {0};
     sa.sa_handler = on_signal; /* no SA_RESTART: a wait returns early */
