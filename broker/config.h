@@ -47,12 +47,6 @@ int config_parse(kabard_config *c, int argc, char **argv, config_getenv_fn env, 
 /* Required settings present: KABAR_INVALID_ARGUMENT saying what to pass otherwise. */
 int config_check(const kabard_config *c, kabar_error *err);
 
-/*
- * Parse a size: a decimal number with an optional suffix K, M, G or T
- * (powers of 1024, optionally followed by "iB" or "B"). Returns 0 or -1.
- */
-int config_parse_bytes(const char *s, uint64_t *out);
-
 /* The usage text with one line per table row, as --help prints it. */
 void config_usage(FILE *out);
 

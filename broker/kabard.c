@@ -24,6 +24,7 @@
 
 #include "dirlock.h"
 #include "klog.h"
+#include "opttab.h"
 #include "config.h"
 #include "server.h"
 #include "store.h"
@@ -37,11 +38,6 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop_flag = 1;
-}
-
-static const char *env_get(const char *name)
-{
-    return getenv(name);
 }
 
 static int install_signals(void)
@@ -132,7 +128,7 @@ int main(int argc, char **argv)
 {
     kabard_config cfg;
     kabar_error err = {0};
-    if (config_parse(&cfg, argc, argv, env_get, &err) != 0) {
+    if (config_parse(&cfg, argc, argv, opt_getenv, &err) != 0) {
         fprintf(stderr, "kabard: %s\n", err.message);
         return EXIT_USAGE;
     }

@@ -16,7 +16,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -30,6 +29,7 @@
 #include "agentdb.h"
 #include "dirlock.h"
 #include "klog.h"
+#include "opttab.h"
 #include "forward.h"
 #include "handoff.h"
 #include "inbox.h"
@@ -48,33 +48,41 @@ typedef struct config {
     long window;
     long timeout_ms;
     long exec_timeout_ms;
-    const char *log_level;
+    int log_level; /* a klog_level */
+    bool help;
+    bool version;
 } config;
 
-static const struct {
-    const char *name;
-    const char *arg;
-    const char *env;
-    const char *def;
-    const char *help;
-} options[] = {
-    {"agency", "ID", "KABAR_AGENCY", NULL, "the agency this agent publishes and receives for"},
-    {"data", "DIR", "KABAR_AGENT_DATA", NULL,
-     "data directory: agent.mdb (outbox, inbox state), agent.sock, agent.lock"},
-    {"broker", "ENDPOINT", "KABAR_BROKER", KABAR_DEFAULT_ENDPOINT, "the broker to forward to"},
-    {"insecure", NULL, NULL, NULL,
-     "accept a plaintext connection to the broker (required in this version)"},
-    {"exec", "CMD", NULL, NULL,
-     "hand each inbox event to `/bin/sh -c CMD` (JSON on stdin, KABAR_SEQ/KABAR_TYPE set)"},
-    {"jsonl", "FILE", NULL, NULL, "append each inbox event to FILE as a JSON line (fsynced)"},
-    {"max-tries", "N", NULL, "5", "hand-off tries before an event becomes a dead letter"},
-    {"window", "N", NULL, "256", "events in flight to the broker"},
-    {"timeout", "MS", NULL, "5000", "a broker silent this long is considered down"},
-    {"exec-timeout", "MS", NULL, "60000", "kill an --exec handler running longer"},
-    {"log-level", "LEVEL", NULL, "info", "debug, info, warn or error"},
-    {"help", NULL, NULL, NULL, "print this help"},
-    {"version", NULL, NULL, NULL, "print the version"},
+#define F(field) offsetof(config, field)
+
+static const opt_row rows[] = {
+    OPT_ROW("agency", OPT_STRING, NULL, "KABAR_AGENCY", "ID",
+            "the agency this agent publishes and receives for", F(agency)),
+    OPT_ROW("data", OPT_STRING, NULL, "KABAR_AGENT_DATA", "DIR",
+            "data directory: agent.mdb (outbox, inbox state), agent.sock, agent.lock", F(data)),
+    OPT_ROW("broker", OPT_STRING, KABAR_DEFAULT_ENDPOINT, "KABAR_BROKER", "ENDPOINT",
+            "the broker to forward to", F(broker)),
+    OPT_ROW("insecure", OPT_SWITCH, NULL, NULL, NULL,
+            "accept a plaintext connection to the broker (required in this version)", F(insecure)),
+    OPT_ROW("exec", OPT_STRING, NULL, NULL, "CMD",
+            "hand each inbox event to `/bin/sh -c CMD` (JSON on stdin, KABAR_SEQ/KABAR_TYPE set)",
+            F(exec_cmd)),
+    OPT_ROW("jsonl", OPT_STRING, NULL, NULL, "FILE",
+            "append each inbox event to FILE as a JSON line (fsynced)", F(jsonl)),
+    OPT_RANGE("max-tries", "5", NULL, "N", "hand-off tries before an event becomes a dead letter",
+              F(max_tries), 1, 1000),
+    OPT_RANGE("window", "256", NULL, "N", "events in flight to the broker", F(window), 1, 65536),
+    OPT_RANGE("timeout", "5000", NULL, "MS", "a broker silent this long is considered down",
+              F(timeout_ms), 100, 3600000),
+    OPT_RANGE("exec-timeout", "60000", NULL, "MS", "kill an --exec handler running longer",
+              F(exec_timeout_ms), 1, 86400000),
+    OPT_ROW("log-level", OPT_LEVEL, "info", NULL, "LEVEL", "debug, info, warn or error",
+            F(log_level)),
+    OPT_ROW("help", OPT_SWITCH, NULL, NULL, NULL, "print this help", F(help)),
+    OPT_ROW("version", OPT_SWITCH, NULL, NULL, NULL, "print the version", F(version)),
 };
+
+static const opt_table table = {"kabar-agent", rows, sizeof rows / sizeof rows[0]};
 
 static void usage(FILE *f)
 {
@@ -83,108 +91,24 @@ static void usage(FILE *f)
                "Accepts events from local services on ipc://DIR/agent.sock, stores them in a\n"
                "durable outbox and forwards them to the broker until acked; hands the events\n"
                "addressed to the agency to its services. See docs/AGENT.md.\n\noptions:\n");
-    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) {
-        char left[64];
-        snprintf(left, sizeof left, "--%s%s%s", options[i].name, options[i].arg ? " " : "",
-                 options[i].arg ? options[i].arg : "");
-        fprintf(f, "  %-22s %s", left, options[i].help);
-        if (options[i].def)
-            fprintf(f, " (default %s)", options[i].def);
-        if (options[i].env)
-            fprintf(f, " [env %s]", options[i].env);
-        fputc('\n', f);
-    }
-}
-
-static int parse_long(const char *name, const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || end == s || v < min || v > max) {
-        fprintf(stderr, "kabar-agent: --%s: \"%s\" is not a number from %ld to %ld\n", name, s, min,
-                max);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    opt_usage(&table, f);
 }
 
 /* 0 ok, 1 exit 0 (help/version), 2 usage error. */
 static int parse_args(int argc, char **argv, config *c)
 {
-    *c = (config){.agency = getenv("KABAR_AGENCY"),
-                  .data = getenv("KABAR_AGENT_DATA"),
-                  .broker = getenv("KABAR_BROKER"),
-                  .max_tries = 5,
-                  .window = 256,
-                  .timeout_ms = 5000,
-                  .exec_timeout_ms = 60000,
-                  .log_level = "info"};
-    if (c->broker == NULL || c->broker[0] == '\0')
-        c->broker = KABAR_DEFAULT_ENDPOINT;
-    static const struct option longs[] = {
-        {"agency", required_argument, 0, 'a'},    {"data", required_argument, 0, 'd'},
-        {"broker", required_argument, 0, 'b'},    {"insecure", no_argument, 0, 'I'},
-        {"exec", required_argument, 0, 'e'},      {"jsonl", required_argument, 0, 'j'},
-        {"max-tries", required_argument, 0, 'm'}, {"window", required_argument, 0, 'w'},
-        {"timeout", required_argument, 0, 't'},   {"exec-timeout", required_argument, 0, 'x'},
-        {"log-level", required_argument, 0, 'l'}, {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'},         {0, 0, 0, 0}};
-    int o;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        int bad = 0;
-        switch (o) {
-        case 'a':
-            c->agency = optarg;
-            break;
-        case 'd':
-            c->data = optarg;
-            break;
-        case 'b':
-            c->broker = optarg;
-            break;
-        case 'I':
-            c->insecure = true;
-            break;
-        case 'e':
-            c->exec_cmd = optarg;
-            break;
-        case 'j':
-            c->jsonl = optarg;
-            break;
-        case 'm':
-            bad = parse_long("max-tries", optarg, 1, 1000, &c->max_tries);
-            break;
-        case 'w':
-            bad = parse_long("window", optarg, 1, 65536, &c->window);
-            break;
-        case 't':
-            bad = parse_long("timeout", optarg, 100, 3600000, &c->timeout_ms);
-            break;
-        case 'x':
-            bad = parse_long("exec-timeout", optarg, 1, 86400000, &c->exec_timeout_ms);
-            break;
-        case 'l':
-            c->log_level = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 1;
-        case 'V':
-            printf("kabar-agent %s\n", kabar_version());
-            return 1;
-        default:
-            fprintf(stderr, "kabar-agent: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
-            bad = -1;
-        }
-        if (bad)
-            return 2;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "kabar-agent: unexpected argument \"%s\"\n", argv[optind]);
+    kabar_error e = {0};
+    if (opt_parse(&table, c, sizeof *c, argc, argv, opt_getenv, &e) != 0) {
+        fprintf(stderr, "kabar-agent: %s\n", e.message);
         return 2;
+    }
+    if (c->help) {
+        usage(stdout);
+        return 1;
+    }
+    if (c->version) {
+        printf("kabar-agent %s\n", kabar_version());
+        return 1;
     }
     return 0;
 }
@@ -210,11 +134,6 @@ static int check_config(const config *c)
     }
     if (c->exec_cmd != NULL && c->jsonl != NULL) {
         fprintf(stderr, "kabar-agent: give --exec or --jsonl, not both\n");
-        return 2;
-    }
-    if (klog_level_parse(c->log_level) < 0) {
-        fprintf(stderr, "kabar-agent: --log-level %s: use debug, info, warn or error\n",
-                c->log_level);
         return 2;
     }
     return 0;
@@ -294,7 +213,7 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     if ((rc = check_config(&a.cfg)) != 0)
         return rc;
-    klog_init("kabar-agent", 2, (klog_level)klog_level_parse(a.cfg.log_level));
+    klog_init("kabar-agent", 2, (klog_level)a.cfg.log_level);
     if (mkdir(a.cfg.data, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "kabar-agent: cannot create data directory %s: %s\n", a.cfg.data,
                 strerror(errno));

@@ -24,7 +24,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,6 +39,7 @@
 #include "odate.h"
 #include "dirlock.h"
 #include "klog.h"
+#include "opttab.h"
 #include "ostate.h"
 #include "overdue.h"
 
@@ -58,28 +58,37 @@ typedef struct config {
     const char *now;
     const char *tz;
     long timeout_ms;
-    const char *log_level;
+    int log_level; /* a klog_level */
+    bool help;
+    bool version;
 } config;
 
 /* The configuration: one table, printed by --help (STYLE.md #13). */
-static const struct {
-    const char *name, *arg, *env, *def, *help;
-} options[] = {
-    {"agency", "ID", "KABAR_AGENCY", NULL,
-     "the secretariat's agency: source of the finding.overdue events"},
-    {"data", "DIR", "KABAR_OVERSIGHT_DATA", NULL,
-     "data directory: oversight.mdb (the state), oversight.lock"},
-    {"broker", "ENDPOINT", "KABAR_BROKER", KABAR_DEFAULT_ENDPOINT, "the broker"},
-    {"insecure", NULL, NULL, NULL,
-     "accept a plaintext connection to the broker (required in this version)"},
-    {"now", "TIME", NULL, NULL,
-     "a fixed clock: RFC 3339 instant or date (00:00 in --tz); default: the real time"},
-    {"tz", "ZONE", NULL, "+07:00", "the region's zone for days: +07:00, WIB, WITA or WIT"},
-    {"timeout", "MS", NULL, "5000", "a broker silent this long is considered down"},
-    {"log-level", "LEVEL", NULL, "info", "debug, info, warn or error"},
-    {"help", NULL, NULL, NULL, "print this help"},
-    {"version", NULL, NULL, NULL, "print the version"},
+#define F(field) offsetof(config, field)
+
+static const opt_row rows[] = {
+    OPT_ROW("agency", OPT_STRING, NULL, "KABAR_AGENCY", "ID",
+            "the secretariat's agency: source of the finding.overdue events", F(agency)),
+    OPT_ROW("data", OPT_STRING, NULL, "KABAR_OVERSIGHT_DATA", "DIR",
+            "data directory: oversight.mdb (the state), oversight.lock", F(data)),
+    OPT_ROW("broker", OPT_STRING, KABAR_DEFAULT_ENDPOINT, "KABAR_BROKER", "ENDPOINT", "the broker",
+            F(broker)),
+    OPT_ROW("insecure", OPT_SWITCH, NULL, NULL, NULL,
+            "accept a plaintext connection to the broker (required in this version)", F(insecure)),
+    OPT_ROW("now", OPT_STRING, NULL, NULL, "TIME",
+            "a fixed clock: RFC 3339 instant or date (00:00 in --tz); default: the real time",
+            F(now)),
+    OPT_ROW("tz", OPT_STRING, "+07:00", NULL, "ZONE",
+            "the region's zone for days: +07:00, WIB, WITA or WIT", F(tz)),
+    OPT_RANGE("timeout", "5000", NULL, "MS", "a broker silent this long is considered down",
+              F(timeout_ms), 100, 3600000),
+    OPT_ROW("log-level", OPT_LEVEL, "info", NULL, "LEVEL", "debug, info, warn or error",
+            F(log_level)),
+    OPT_ROW("help", OPT_SWITCH, NULL, NULL, NULL, "print this help", F(help)),
+    OPT_ROW("version", OPT_SWITCH, NULL, NULL, NULL, "print the version", F(version)),
 };
+
+static const opt_table table = {"kabar-oversight", rows, sizeof rows / sizeof rows[0]};
 
 static void usage(FILE *f)
 {
@@ -90,93 +99,24 @@ static void usage(FILE *f)
                "when a finding's due date has passed with recommendations still open.\n"
                "Report: kabar oversight report --data DIR. See docs/OVERSIGHT.md.\n\n"
                "options:\n");
-    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) {
-        char left[64];
-        snprintf(left, sizeof left, "--%s%s%s", options[i].name, options[i].arg ? " " : "",
-                 options[i].arg ? options[i].arg : "");
-        fprintf(f, "  %-20s %s", left, options[i].help);
-        if (options[i].def)
-            fprintf(f, " (default %s)", options[i].def);
-        if (options[i].env)
-            fprintf(f, " [env %s]", options[i].env);
-        fputc('\n', f);
-    }
+    opt_usage(&table, f);
 }
 
 /* 0 ok, 1 exit 0 (help/version), 2 usage error. */
 static int parse_args(int argc, char **argv, config *c)
 {
-    *c = (config){.agency = getenv("KABAR_AGENCY"),
-                  .data = getenv("KABAR_OVERSIGHT_DATA"),
-                  .broker = getenv("KABAR_BROKER"),
-                  .tz = "+07:00",
-                  .timeout_ms = 5000,
-                  .log_level = "info"};
-    if (c->broker == NULL || c->broker[0] == '\0')
-        c->broker = KABAR_DEFAULT_ENDPOINT;
-    static const struct option longs[] = {{"agency", required_argument, 0, 'a'},
-                                          {"data", required_argument, 0, 'd'},
-                                          {"broker", required_argument, 0, 'b'},
-                                          {"insecure", no_argument, 0, 'I'},
-                                          {"now", required_argument, 0, 'n'},
-                                          {"tz", required_argument, 0, 'z'},
-                                          {"timeout", required_argument, 0, 't'},
-                                          {"log-level", required_argument, 0, 'l'},
-                                          {"help", no_argument, 0, 'h'},
-                                          {"version", no_argument, 0, 'V'},
-                                          {0, 0, 0, 0}};
-    int o;
-    char *end;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        switch (o) {
-        case 'a':
-            c->agency = optarg;
-            break;
-        case 'd':
-            c->data = optarg;
-            break;
-        case 'b':
-            c->broker = optarg;
-            break;
-        case 'I':
-            c->insecure = true;
-            break;
-        case 'n':
-            c->now = optarg;
-            break;
-        case 'z':
-            c->tz = optarg;
-            break;
-        case 'l':
-            c->log_level = optarg;
-            break;
-        case 't':
-            errno = 0;
-            c->timeout_ms = strtol(optarg, &end, 10);
-            if (errno != 0 || *end != '\0' || c->timeout_ms < 100 || c->timeout_ms > 3600000) {
-                fprintf(stderr,
-                        "kabar-oversight: --timeout: \"%s\" is not a number of "
-                        "milliseconds from 100 to 3600000\n",
-                        optarg);
-                return 2;
-            }
-            break;
-        case 'h':
-            usage(stdout);
-            return 1;
-        case 'V':
-            printf("kabar-oversight %s\n", kabar_version());
-            return 1;
-        default:
-            fprintf(stderr, "kabar-oversight: unknown or incomplete option \"%s\" (see --help)\n",
-                    argv[optind - 1]);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "kabar-oversight: unexpected argument \"%s\"\n", argv[optind]);
+    kabar_error e = {0};
+    if (opt_parse(&table, c, sizeof *c, argc, argv, opt_getenv, &e) != 0) {
+        fprintf(stderr, "kabar-oversight: %s\n", e.message);
         return 2;
+    }
+    if (c->help) {
+        usage(stdout);
+        return 1;
+    }
+    if (c->version) {
+        printf("kabar-oversight %s\n", kabar_version());
+        return 1;
     }
     return 0;
 }
@@ -637,11 +577,6 @@ static int check_config(ovs *o)
         }
         o->fixed_clock = true;
     }
-    if (klog_level_parse(c->log_level) < 0) {
-        fprintf(stderr, "kabar-oversight: --log-level %s: use debug, info, warn or error\n",
-                c->log_level);
-        return 2;
-    }
     return 0;
 }
 
@@ -653,7 +588,7 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     if ((rc = check_config(&o)) != 0)
         return rc;
-    klog_init("kabar-oversight", 2, (klog_level)klog_level_parse(o.cfg.log_level));
+    klog_init("kabar-oversight", 2, (klog_level)o.cfg.log_level);
     if (mkdir(o.cfg.data, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "kabar-oversight: cannot create data directory %s: %s\n", o.cfg.data,
                 strerror(errno));
