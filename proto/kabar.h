@@ -87,6 +87,18 @@ const char *kabar_version(void);
     X(CONNECT, "cannot reach the broker")                                                          \
     X(TIMEOUT, "timed out")                                                                        \
     X(SHUTTING_DOWN, "broker is shutting down")                                                    \
+    X(UNSIGNED, "event is not signed")                                                        \
+    X(BAD_SIGNATURE, "signature does not verify")                                             \
+    X(UNKNOWN_KEY, "key not registered, or revoked")                                          \
+    X(SIGNER_NOT_SOURCE, "signed by a key that is not the source agency's")                   \
+    X(NOT_OWN_SOURCE, "may publish only as its own agency")                                   \
+    X(CANNOT_PUBLISH, "this role may not publish")                                            \
+    X(NOT_OWN_TARGET, "may subscribe only to its own events and broadcasts")                  \
+    X(NOT_OWN_CONSUMER, "durable consumer belongs to another principal")                      \
+    X(ADMIN_ONLY, "only an admin may change the registry")                                    \
+    X(AUDIT_ONLY, "only an auditor, oversight or admin may do this")                          \
+    X(UNKNOWN_METHOD, "unknown method")                                                       \
+    X(VERIFY_FAILED, "verification failed")                                                   \
     X(END, "end of stream")
 
 typedef enum kabar_err {
