@@ -14,9 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sodium.h>
+#include <sodium.h> /* sodium_memcmp */
 
 #include "merkle.h"
+#include "sha256.h"
 
 #define HS MERKLE_HASH_SIZE
 
@@ -26,12 +27,7 @@
 void merkle_leaf_hash(const void *data, size_t len, uint8_t out[HS])
 {
     static const uint8_t prefix = 0x00;
-    crypto_hash_sha256_state st;
-    crypto_hash_sha256_init(&st);
-    crypto_hash_sha256_update(&st, &prefix, 1);
-    if (len > 0)
-        crypto_hash_sha256_update(&st, data, len);
-    crypto_hash_sha256_final(&st, out);
+    kabar_sha256_2(&prefix, 1, data, len, out);
 }
 
 void merkle_node_hash(const uint8_t left[HS], const uint8_t right[HS], uint8_t out[HS])
@@ -40,12 +36,12 @@ void merkle_node_hash(const uint8_t left[HS], const uint8_t right[HS], uint8_t o
     buf[0] = 0x01;
     memcpy(buf + 1, left, HS);
     memcpy(buf + 1 + HS, right, HS);
-    crypto_hash_sha256(out, buf, sizeof(buf));
+    kabar_sha256(buf, sizeof(buf), out);
 }
 
 void merkle_empty_root(uint8_t out[HS])
 {
-    crypto_hash_sha256(out, (const unsigned char *)"", 0);
+    kabar_sha256("", 0, out);
 }
 
 /* The largest power of two strictly smaller than n (n >= 2): RFC 9162's k. */
