@@ -62,6 +62,28 @@
  * (their handles become invalid) and drops unflushed events (call
  * kabar_client_flush first).
  *
+ * Security. With a key (kabar_client_opts.key) every DEALER the client
+ * makes speaks CURVE: its keypair is the Curve25519 form of the client's
+ * Ed25519 identity key, and the broker's public key is the Curve25519 form
+ * of the pinned server key. A broker that does not admit the key (ZAP)
+ * drops the handshake without a word, so a wrong key looks like no
+ * broker: the KABAR_CONNECT message says to check both keys.
+ *
+ * Signed batches. While a signer is set (the client's key by default),
+ * each event's leaf hash is computed once, at publish, and each PUB
+ * carries one signature over its batch (proto/batchsig.h). A batch is
+ * "formed" (its size fixed and signed) when it is first sent, or when the
+ * signer changes (kabar_client_set_signer forms every queued event under
+ * the old signer); the first slot of the batch keeps its size, key and
+ * signature, so a resend after a reconnection sends exactly the same
+ * batch. Slots [sent, formed) are formed but not sent (only after a
+ * resync or a signer change).
+ *
+ * CALL. Like HEAD and STATUS, one request at a time; the header is kept
+ * (req_msg) and asked again after a reconnection only when the method is
+ * read-only; a registry change whose connection dropped fails with
+ * KABAR_CONNECT rather than risk doing it twice.
+ *
  * Liveness. While a call waits, a PING goes out every
  * KABAR_PING_INTERVAL_MS (every 100 ms while there is no session), which
  * also keeps the broker from forgetting the client. Any message counts as
@@ -77,6 +99,7 @@
 
 #include "client_internal.h"
 #include "kabar.h"
+#include "kkey.h"
 #include "mpr.h"
 #include "wire.h"
 
@@ -118,6 +141,16 @@ static int socket_open(kabar_client *c, kabar_error *err)
     /* The window and the credit bound what is queued; never drop a frame. */
     zmq_setsockopt(c->sock, ZMQ_SNDHWM, &zero, sizeof zero);
     zmq_setsockopt(c->sock, ZMQ_RCVHWM, &zero, sizeof zero);
+    if (c->curve && (zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, c->server_curve, 32) != 0 ||
+                     zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, c->key.curve_pk, 32) != 0 ||
+                     zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, c->key.curve_sk, 32) != 0)) {
+        int e = errno;
+        socket_close(c);
+        return kabar_error_set(err, KABAR_IO,
+                               "cannot set up CURVE encryption: %s (is libzmq built with "
+                               "libsodium?)",
+                               zmq_strerror(e));
+    }
 
     snprintf(addr, sizeof addr, "inproc://kabar-client-monitor-%p-%u", (void *)c, c->mon_seq++);
     if (zmq_socket_monitor(c->sock, addr, ZMQ_EVENT_DISCONNECTED) != 0 ||
@@ -137,6 +170,7 @@ static int socket_open(kabar_client *c, kabar_error *err)
     }
     c->opened_ms = now_ms();
     c->reopen = false;
+    c->sock_served = false;
     return 0;
 }
 
@@ -166,8 +200,18 @@ static void session_lost(kabar_client *c)
     for (kabar_sub *s = c->subs; s; s = s->next)
         if (s->state != SUB_FAILED && !s->ended)
             s->need_send = true;
-    if (c->req_state == REQ_WAITING)
-        c->req_need_send = true;
+    if (c->req_state == REQ_WAITING) {
+        if (!c->req_need_send && !c->req_resend_ok) {
+            /* It went to the broker that is gone: done or not, we cannot tell. */
+            kabar_error_set(&c->req_error, KABAR_CONNECT,
+                            "the connection to the broker at %s dropped before it answered; "
+                            "it may or may not have been done (check before repeating it)",
+                            c->endpoint);
+            c->req_state = REQ_FAILED;
+        } else {
+            c->req_need_send = true;
+        }
+    }
 }
 
 static void drain_monitor(kabar_client *c);
@@ -190,6 +234,7 @@ bool client__session_up(kabar_client *c)
 static void session_begins(kabar_client *c)
 {
     c->session = true;
+    c->sock_served = true;
     c->retry_ms = RETRY_MIN_MS;
     if (c->resync) {
         c->resync = false;
@@ -200,17 +245,20 @@ static void session_begins(kabar_client *c)
     for (kabar_sub *s = c->subs; s; s = s->next)
         if (s->need_send)
             client__sub_send(c, s);
-    if (c->req_state == REQ_WAITING && c->req_need_send) {
-        if (wire_enc_cmd(&c->hdr, c->req_cmd, c->req_id) == 0 &&
-            client__send_msg(c, &c->hdr, 0) == 0)
-            c->req_need_send = false;
-    }
+    if (c->req_state == REQ_WAITING && c->req_need_send && client__send_msg(c, &c->req_msg, 0) == 0)
+        c->req_need_send = false;
     client__send_pending(c, true);
+}
+
+/* The reply each request expects. */
+static wire_cmd reply_of(wire_cmd cmd)
+{
+    return cmd == WIRE_HEAD ? WIRE_HEADOK : cmd == WIRE_STATUS ? WIRE_STATUSOK : WIRE_RESULT;
 }
 
 static void on_reply(kabar_client *c, const wire_header *h)
 {
-    if (c->req_state != REQ_WAITING || h->id != c->req_id)
+    if (c->req_state != REQ_WAITING || h->id != c->req_id || h->cmd != reply_of(c->req_cmd))
         return;
     c->req_reply.len = 0;
     if (kabar_buf_append(&c->req_reply, h->rest, h->rest_len) != 0) {
@@ -277,6 +325,7 @@ static void dispatch(kabar_client *c, zmq_msg_t *hdr, zmq_msg_t *body)
         break;
     case WIRE_HEADOK:
     case WIRE_STATUSOK:
+    case WIRE_RESULT:
         on_reply(c, &h);
         break;
     case WIRE_ERR:
@@ -351,15 +400,25 @@ int client__drain(kabar_client *c)
     }
 }
 
+/* ms to wait, from opened_ms, before the socket is made anew. */
+static int64_t remake_after(const kabar_client *c)
+{
+    /* A connection that served a session and dropped (a broker restart) is
+     * made anew at once. One that never got a PONG, whether silent or
+     * dropped (a broker that refuses the key at the handshake drops it at
+     * once), waits retry_ms, which doubles: never a reconnection storm. */
+    return c->reopen && c->sock_served ? 0 : c->retry_ms;
+}
+
 /*
  * A new socket when the connection dropped, or when one without a session
  * got no PONG within its retry time. 0, or the error of making it.
  */
 static int reconnect(kabar_client *c, int64_t now, kabar_error *err)
 {
-    if (c->session || (!c->reopen && now - c->opened_ms < c->retry_ms))
+    if (c->session || now - c->opened_ms < remake_after(c))
         return 0;
-    if (!c->reopen) /* no answer on the last socket: wait longer next time */
+    if (!c->sock_served) /* no answer on the last socket: wait longer next time */
         c->retry_ms = c->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : c->retry_ms * 2;
     kabar_error e;
     socket_close(c);
@@ -368,6 +427,22 @@ static int reconnect(kabar_client *c, int64_t now, kabar_error *err)
     session_lost(c);
     send_ping(c, now);
     return 0;
+}
+
+/* KABAR_CONNECT: nothing heard for timeout_ms; what to check depends on the transport. */
+static int no_answer(kabar_client *c, kabar_error *err)
+{
+    if (c->curve)
+        return kabar_error_set(err, KABAR_CONNECT,
+                               "no answer from %s within %d ms: is kabard running there, and are "
+                               "--key and --server-key right (the broker drops clients whose key "
+                               "it does not know)?",
+                               c->endpoint, c->timeout_ms);
+    return kabar_error_set(err, KABAR_CONNECT,
+                           "no answer from %s within %d ms: is kabard running there (check "
+                           "--broker / KABAR_BROKER)? A broker not started with --insecure "
+                           "speaks only to clients with --key and --server-key",
+                           c->endpoint, c->timeout_ms);
 }
 
 /* Pings, and what silence means. KABAR_CONNECT when the broker is gone. */
@@ -386,10 +461,7 @@ static int tick(kabar_client *c, int64_t now, kabar_error *err)
         c->unanswered_ms = 0;
         session_lost(c);
         c->reopen = true;
-        return kabar_error_set(err, KABAR_CONNECT,
-                               "no answer from the broker at %s for %d ms (is kabard running? "
-                               "check --broker / KABAR_BROKER)",
-                               c->endpoint, c->timeout_ms);
+        return no_answer(c, err);
     }
     if (c->session && quiet >= c->timeout_ms / 2) { /* a silent network */
         session_lost(c);
@@ -405,7 +477,7 @@ static int next_timer(const kabar_client *c, int64_t now)
     int interval = c->session ? KABAR_PING_INTERVAL_MS : RETRY_PING_MS;
     int64_t t = c->last_ping_ms + interval - now;
     if (!c->session) {
-        int64_t remake = c->reopen ? 0 : c->opened_ms + c->retry_ms - now;
+        int64_t remake = c->opened_ms + remake_after(c) - now;
         if (remake < t)
             t = remake;
     }
@@ -462,6 +534,24 @@ int kabar_client_connect(kabar_client **out, const char *endpoint, const kabar_c
     kabar_client *c = calloc(1, sizeof *c);
     if (c == NULL)
         return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
+    if (opts && opts->key && opts->server_key == NULL) {
+        free(c);
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
+                               "a client key needs the broker's public key to pin (--server-key "
+                               "KEY|FILE or KABAR_SERVER_KEY; it is DATA/broker.pub on the "
+                               "broker's host)");
+    }
+    if (opts && opts->key) {
+        kabar_error e;
+        if (kkey_curve_public(opts->server_key, c->server_curve, &e) != 0) {
+            free(c);
+            return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "the server key: %s", e.message);
+        }
+        c->curve = true;
+        c->key = *opts->key;
+        c->signer = c->key;
+        c->signing = true;
+    }
     c->timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
     c->window = opts && opts->window > 0 ? opts->window : DEFAULT_WINDOW;
     c->next_id = 1;
@@ -469,8 +559,10 @@ int kabar_client_connect(kabar_client **out, const char *endpoint, const kabar_c
     c->endpoint = strdup(endpoint);
     c->slots = calloc(c->window, sizeof *c->slots);
     c->batches = calloc(c->window, sizeof *c->batches);
+    c->leaves = malloc(KABAR_MAX_BATCH * sizeof *c->leaves);
     c->ctx = zmq_ctx_new();
-    if (c->endpoint == NULL || c->slots == NULL || c->batches == NULL || c->ctx == NULL) {
+    if (c->endpoint == NULL || c->slots == NULL || c->batches == NULL || c->leaves == NULL ||
+        c->ctx == NULL) {
         rc = kabar_error_set(err, KABAR_NO_MEMORY, "out of memory setting up the client");
         goto fail;
     }
@@ -483,10 +575,7 @@ int kabar_client_connect(kabar_client **out, const char *endpoint, const kabar_c
     while (!c->session) {
         int left = left_ms(deadline);
         if (left == 0) {
-            rc = kabar_error_set(err, KABAR_CONNECT,
-                                 "no broker answered at %s within %d ms (is kabard running? "
-                                 "check --broker / KABAR_BROKER)",
-                                 endpoint, c->timeout_ms);
+            rc = no_answer(c, err);
             goto fail;
         }
         if ((rc = client__pump(c, left, err)) != 0)
@@ -517,9 +606,13 @@ void kabar_client_destroy(kabar_client **cp)
             free(c->slots[i].bytes);
     free(c->slots);
     free(c->batches);
+    free(c->leaves);
     free(c->endpoint);
     kabar_buf_free(&c->hdr);
     kabar_buf_free(&c->req_reply);
+    kabar_buf_free(&c->req_msg);
+    kkey_wipe(&c->key);
+    kkey_wipe(&c->signer);
     free(c);
     *cp = NULL;
 }
@@ -530,16 +623,18 @@ void kabar_client_on_result(kabar_client *c, kabar_pub_cb cb, void *arg)
     c->cb_arg = arg;
 }
 
-/* HEAD / STATUS: the reply's map is left in c->req_reply. */
-static int request(kabar_client *c, wire_cmd cmd, kabar_error *err)
+/*
+ * HEAD / STATUS / CALL, whose header (with id c->req_id) is in c->req_msg:
+ * the reply's elements after the id are left in c->req_reply. A refusal
+ * (ERR) returns its code: "CMD: text", or the broker's text alone for CALL.
+ */
+static int request(kabar_client *c, wire_cmd cmd, const char *what, kabar_error *err)
 {
     int rc;
-    c->req_id = c->next_id++;
     c->req_cmd = cmd;
     c->req_state = REQ_WAITING;
     c->req_need_send = true;
-    if (c->session && wire_enc_cmd(&c->hdr, cmd, c->req_id) == 0 &&
-        client__send_msg(c, &c->hdr, 0) == 0)
+    if (c->session && client__send_msg(c, &c->req_msg, 0) == 0)
         c->req_need_send = false;
     int64_t deadline = now_ms() + c->timeout_ms;
     while (c->req_state == REQ_WAITING) {
@@ -547,8 +642,8 @@ static int request(kabar_client *c, wire_cmd cmd, kabar_error *err)
         if (left == 0) {
             c->req_state = REQ_NONE;
             return kabar_error_set(err, KABAR_TIMEOUT,
-                                   "the broker at %s did not answer %s in %d ms", c->endpoint,
-                                   wire_cmd_name(cmd), c->timeout_ms);
+                                   "the broker at %s did not answer %s in %d ms", c->endpoint, what,
+                                   c->timeout_ms);
         }
         if ((rc = client__pump(c, left, err)) != 0) {
             c->req_state = REQ_NONE;
@@ -557,8 +652,9 @@ static int request(kabar_client *c, wire_cmd cmd, kabar_error *err)
     }
     if (c->req_state == REQ_FAILED) {
         c->req_state = REQ_NONE;
-        return kabar_error_set(err, c->req_error.code, "%s: %s", wire_cmd_name(cmd),
-                               c->req_error.message);
+        if (cmd == WIRE_CALL)
+            return kabar_error_set(err, c->req_error.code, "%s", c->req_error.message);
+        return kabar_error_set(err, c->req_error.code, "%s: %s", what, c->req_error.message);
     }
     c->req_state = REQ_NONE;
     return 0;
@@ -591,7 +687,11 @@ int kabar_client_head(kabar_client *c, kabar_head *h, kabar_error *err)
     mpr_item it, k;
     if (c == NULL || h == NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "head: no client");
-    if ((rc = request(c, WIRE_HEAD, err)) != 0)
+    c->req_id = c->next_id++;
+    c->req_resend_ok = true;
+    if (wire_enc_cmd(&c->req_msg, WIRE_HEAD, c->req_id) != 0)
+        return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
+    if ((rc = request(c, WIRE_HEAD, "HEAD", err)) != 0)
         return rc;
     memset(h, 0, sizeof *h);
     h->last_received_at = INT64_MIN;
@@ -611,9 +711,68 @@ int kabar_client_status(kabar_client *c, kabar_buf *json_out, kabar_error *err)
     int rc;
     if (c == NULL || json_out == NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "status: no client");
-    if ((rc = request(c, WIRE_STATUS, err)) != 0)
+    c->req_id = c->next_id++;
+    c->req_resend_ok = true;
+    if (wire_enc_cmd(&c->req_msg, WIRE_STATUS, c->req_id) != 0)
+        return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
+    if ((rc = request(c, WIRE_STATUS, "STATUS", err)) != 0)
         return rc;
     if (c->req_reply.len == 0)
         return kabar_error_set(err, KABAR_PROTOCOL, "STATUSOK carries no map");
     return wire_msgpack_to_json(json_out, c->req_reply.data, c->req_reply.len, err);
+}
+
+/* Methods that change nothing, safe to ask twice. */
+static bool read_only(const char *method)
+{
+    return strcmp(method, "whoami") == 0 || strcmp(method, "agency.list") == 0 ||
+           strcmp(method, "agency.show") == 0 ||
+           strncmp(method, "audit.", 6) == 0; /* a second fresh checkpoint does no harm */
+}
+
+/* Is p[0..len) exactly one msgpack map? */
+static bool one_map(const void *p, size_t len)
+{
+    mpr r;
+    mpr_item it;
+    mpr_init(&r, p, len);
+    r.canonical = false;
+    if (mpr_next(&r, &it, NULL) != 0 || it.kind != MPR_MAP)
+        return false;
+    for (uint32_t i = 0; i < it.count * 2; i++)
+        if (mpr_skip(&r, KABAR_MAX_DEPTH * 2, NULL) != 0)
+            return false;
+    return mpr_left(&r) == 0;
+}
+
+int kabar_client_call(kabar_client *c, const char *method, const void *params, size_t len,
+                      kabar_buf *out, kabar_error *err)
+{
+    int rc;
+    wire_header h = {0};
+    const uint8_t *map;
+    size_t maplen;
+    if (c == NULL || out == NULL || method == NULL || method[0] == '\0' || strlen(method) > 64)
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
+                               "call: a client, a method name (1-64 bytes) and an output buffer "
+                               "are needed");
+    if (params != NULL && len > 0 && !one_map(params, len))
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
+                               "call %s: the params must be one msgpack map", method);
+    c->req_id = c->next_id++;
+    c->req_resend_ok = read_only(method);
+    if (wire_enc_call(&c->req_msg, c->req_id, method, params, len) != 0)
+        return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
+    if ((rc = request(c, WIRE_CALL, method, err)) != 0)
+        return rc;
+    /* req_reply holds what followed the id: the map (and what a later version adds). */
+    h.rest = (const uint8_t *)c->req_reply.data;
+    h.rest_len = c->req_reply.len;
+    h.nrest = 1;
+    if (wire_result_decode(&h, &map, &maplen, err) != 0)
+        return kabar_error_set(err, KABAR_PROTOCOL, "the broker's RESULT for %s carries no map",
+                               method);
+    if (kabar_buf_append(out, map, maplen) != 0)
+        return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
+    return 0;
 }

@@ -18,6 +18,7 @@
 #include <zmq.h>
 
 #include "kabar.h"
+#include "kkey.h"
 #include "wire.h"
 
 typedef struct pub_slot {
@@ -29,6 +30,17 @@ typedef struct pub_slot {
     bool duplicate;
     int code;
     char message[KABAR_ERROR_MESSAGE_MAX];
+    uint8_t leaf[32];     /* merkle_leaf_hash(bytes), computed at publish when signing */
+    uint8_t log_leaf[32]; /* from the ACK: the leaf hash in the broker's log */
+    bool has_log_leaf;
+    /*
+     * On the first slot of a formed batch: its size, and its signature when
+     * signed. A batch is formed (and signed) once; a resend after a
+     * reconnection sends the same events with the same signature.
+     */
+    uint32_t batch_n;
+    bool batch_signed;
+    uint8_t key[32], sig[64];
 } pub_slot;
 
 typedef struct pub_batch {
@@ -92,11 +104,20 @@ struct kabar_client {
     int64_t last_ping_ms;  /* last PING attempt */
     int64_t unanswered_ms; /* first PING not answered yet, 0: none */
     bool reopen;           /* the connection dropped: make a new socket */
+    bool sock_served;      /* the current socket had a session (a PONG came) */
     int64_t opened_ms;     /* when the current socket was made */
     int retry_ms;          /* make a new one if no PONG within this */
 
+    bool curve;               /* CURVE transport with `key` */
+    kkey key;                 /* own identity (when curve) */
+    uint8_t server_curve[32]; /* the broker's CURVE public key */
+    bool signing;             /* events published now are signed by `signer` */
+    kkey signer;
+    uint8_t (*leaves)[32]; /* KABAR_MAX_BATCH of them: scratch for signing */
+
     pub_slot *slots; /* `window` of them */
     uint64_t tail, sent, head;
+    uint64_t formed;    /* slots before this are formed into batches (sent <= formed <= head) */
     pub_batch *batches; /* ring of `window` */
     uint32_t batch0, nbatches;
 
@@ -104,6 +125,8 @@ struct kabar_client {
     wire_cmd req_cmd;
     enum req_state req_state;
     bool req_need_send;
+    bool req_resend_ok; /* may be asked again after a reconnection (read-only) */
+    kabar_buf req_msg;  /* the request's header, as sent */
     kabar_buf req_reply;
     kabar_error req_error;
 
@@ -142,6 +165,8 @@ int client__pump(kabar_client *c, int wait_ms, kabar_error *err);
 
 /* client_pub.c: the publishing window. */
 
+/* Form every published, unformed event into batches signed by the current signer. */
+void client__form_all(kabar_client *c);
 /* Send queued events as batches; `force` sends even a small tail. */
 void client__send_pending(kabar_client *c, bool force);
 /* The unanswered batch with this id, or NULL. */

@@ -2,13 +2,15 @@
  * client_pub.c - the client's publishing window (kabar.h "The client":
  * kabar_client_publish, kabar_client_flush). Events wait in a ring of slots
  * until their ACK; results go to the callback in publishing order. The
- * design notes ("Publishing window", "Sessions and recovery") are at the top
- * of client.c.
+ * design notes ("Publishing window", "Sessions and recovery", "Signed
+ * batches") are at the top of client.c.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "batchsig.h"
 #include "client_internal.h"
+#include "merkle.h"
 #include "mpr.h"
 
 /* ------------------------------------------------------------------------ */
@@ -32,7 +34,10 @@ static void deliver(kabar_client *c)
                               .seq = s->seq,
                               .duplicate = s->duplicate,
                               .code = s->code,
-                              .message = s->message};
+                              .message = s->message,
+                              .has_leaf_hash = s->has_log_leaf};
+        if (s->has_log_leaf)
+            memcpy(r.leaf_hash, s->log_leaf, 32);
         c->tail++;
         if (c->sent < c->tail)
             c->sent = c->tail;
@@ -52,6 +57,7 @@ static void slot_fail(pub_slot *s, int code, const char *text, size_t len)
     s->done = true;
     s->seq = 0;
     s->duplicate = false;
+    s->has_log_leaf = false;
     s->code = code;
     if (len >= sizeof s->message)
         len = sizeof s->message - 1;
@@ -59,10 +65,43 @@ static void slot_fail(pub_slot *s, int code, const char *text, size_t len)
     s->message[len] = '\0';
 }
 
+/*
+ * Form the n events from `first` into one batch, signed by the current
+ * signer when there is one: one Ed25519 signature over the batch tree of
+ * the leaf hashes computed at publish (proto/batchsig.h).
+ */
+static void form_batch(kabar_client *c, uint64_t first, uint32_t n)
+{
+    pub_slot *s0 = slot_at(c, first);
+    s0->batch_n = n;
+    s0->batch_signed = c->signing;
+    if (c->signing) {
+        for (uint32_t i = 0; i < n; i++)
+            memcpy(c->leaves[i], slot_at(c, first + i)->leaf, 32);
+        batchsig_sign(&c->signer, (const uint8_t(*)[32])c->leaves, n, s0->sig);
+        memcpy(s0->key, c->signer.pk, 32);
+    }
+    c->formed = first + n;
+}
+
+void client__form_all(kabar_client *c)
+{
+    if (c->formed < c->sent) /* cannot be (sent <= formed); keep the invariant anyway */
+        c->formed = c->sent;
+    while (c->formed < c->head) {
+        uint64_t pending = c->head - c->formed;
+        form_batch(c, c->formed, pending > KABAR_MAX_BATCH ? KABAR_MAX_BATCH : (uint32_t)pending);
+    }
+}
+
+/* Send the formed batch that begins at `first` (n events). */
 static int send_batch(kabar_client *c, uint64_t first, uint32_t n)
 {
     uint64_t id = c->next_id++;
-    if (wire_enc_cmd(&c->hdr, WIRE_PUB, id) != 0 || client__send_msg(c, &c->hdr, 1) != 0)
+    pub_slot *s0 = slot_at(c, first);
+    if (wire_enc_pub(&c->hdr, id, s0->batch_signed ? s0->key : NULL,
+                     s0->batch_signed ? s0->sig : NULL) != 0 ||
+        client__send_msg(c, &c->hdr, 1) != 0)
         return -1;
     for (uint32_t i = 0; i < n; i++) {
         pub_slot *s = slot_at(c, first + i);
@@ -84,11 +123,17 @@ void client__send_pending(kabar_client *c, bool force)
     if (threshold > KABAR_MAX_BATCH)
         threshold = KABAR_MAX_BATCH;
     while (c->sent < c->head && client__session_up(c)) {
-        uint64_t pending = c->head - c->sent;
-        bool idle = c->sent == c->tail;
-        if (!force && !idle && pending < threshold)
-            break;
-        uint32_t n = pending > KABAR_MAX_BATCH ? KABAR_MAX_BATCH : (uint32_t)pending;
+        if (c->sent >= c->formed) { /* a new batch: form it when it is worth sending */
+            uint64_t pending = c->head - c->sent;
+            bool idle = c->sent == c->tail;
+            if (!force && !idle && pending < threshold)
+                break;
+            form_batch(c, c->sent, pending > KABAR_MAX_BATCH ? KABAR_MAX_BATCH : (uint32_t)pending);
+        }
+        /* A formed batch goes out as it was formed (after a resync: the same bytes). */
+        uint32_t n = slot_at(c, c->sent)->batch_n;
+        if (n == 0 || c->sent + n > c->formed) /* cannot be: batches are acked whole */
+            n = (uint32_t)(c->formed - c->sent);
         if (send_batch(c, c->sent, n) != 0)
             break;
         c->sent += n;
@@ -132,6 +177,9 @@ static int ack_results(kabar_client *c, const pub_batch *b, const wire_header *h
         s->duplicate = res.duplicate;
         s->code = KABAR_OK;
         s->message[0] = '\0';
+        s->has_log_leaf = res.has_leaf_hash;
+        if (res.has_leaf_hash)
+            memcpy(s->log_leaf, res.leaf_hash, 32);
     }
     return 0;
 }
@@ -221,7 +269,31 @@ int kabar_client_publish(kabar_client *c, const void *bytes, size_t len, void *u
     s->done = false;
     s->code = KABAR_OK;
     s->message[0] = '\0';
+    s->has_log_leaf = false;
+    s->batch_n = 0;
+    s->batch_signed = false;
+    if (c->signing) /* each event is hashed once, here */
+        merkle_leaf_hash(bytes, len, s->leaf);
     c->head++;
+    client__send_pending(c, false);
+    return 0;
+}
+
+int kabar_client_set_signer(kabar_client *c, const kkey *k, kabar_error *err)
+{
+    if (c == NULL)
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "set_signer: no client");
+    client__form_all(c); /* what was published so far keeps its signer */
+    if (k != NULL) {
+        c->signer = *k;
+        c->signing = true;
+    } else if (c->curve) {
+        c->signer = c->key;
+        c->signing = true;
+    } else {
+        kkey_wipe(&c->signer);
+        c->signing = false;
+    }
     client__send_pending(c, false);
     return 0;
 }

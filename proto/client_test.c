@@ -4,7 +4,8 @@
  * The fake broker is a ROUTER in a thread of this process, speaking the
  * wire protocol with proto/wire.h's encoders. It stores events as opaque
  * frames (deduplicated by their bytes, like the real broker's (source, id)),
- * rejects frames that begin with "bad", answers batches out of order, can
+ * rejects frames that begin with "bad", stores batches in arrival order but
+ * answers them out of order (a held batch is lost if it restarts first), can
  * restart (close and bind its socket again, forgetting every connection)
  * and serves a subscription of numbered records. The tests check what an
  * application sees: results in publishing order and each event stored
@@ -27,7 +28,10 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "batchsig.h"
 #include "kabar.h"
+#include "kkey.h"
+#include "merkle.h"
 #include "wire.h"
 
 #define MAX_STORED  20000
@@ -51,6 +55,8 @@ typedef struct fake {
     zmq_msg_t held_frames[KABAR_MAX_BATCH];
     uint32_t held_n;
     bool holding;
+    bool held_signed;
+    uint8_t held_signer[32];
     /* the subscription */
     uint64_t sub_id;
     uint64_t sub_records;   /* records the subscription serves; 0: SUB_RECORDS */
@@ -60,6 +66,19 @@ typedef struct fake {
     uint64_t credits_received;
     zmq_msg_t sub_rid;
     bool has_sub_rid;
+    /* secure mode: CURVE with a ZAP handler that admits one client key */
+    bool curve;
+    kkey server;
+    uint8_t admitted[32];    /* the admitted client's curve key */
+    uint8_t admitted_ed[32]; /* ... and its Ed25519 form */
+    void *zap;
+    char user_id[64]; /* the User-Id of the last PUB */
+    bool send_leaf;   /* ACKs carry leaf hashes (SHA-256(0x00 || event) here) */
+    uint64_t signed_pubs, unsigned_pubs, bad_sigs;
+    uint8_t stored_signer[MAX_STORED][32]; /* by seq - 1 */
+    uint8_t first_sig[MAX_STORED][64];     /* by event number: the PUB it first came in */
+    bool seen[MAX_STORED];
+    uint64_t rearrivals, sig_changed; /* events sent again; ...in a differently signed PUB */
 } fake;
 
 static int64_t mono_ms(void)
@@ -97,22 +116,36 @@ static uint64_t store_event(fake *f, const void *p, size_t n, bool *dup)
     return ++f->nstored;
 }
 
-static void ack_batch(fake *f, zmq_msg_t *rid, uint64_t id, zmq_msg_t *frames, uint32_t n)
+/* Store a batch (in arrival order, like kabard) and encode its ACK into b. */
+static void store_batch(fake *f, kabar_buf *b, uint64_t id, zmq_msg_t *frames, uint32_t n,
+                        const uint8_t *signer)
 {
-    kabar_buf b = {0};
     pthread_mutex_lock(&f->mu);
-    wire_enc_ack_begin(&b, id, n);
+    wire_enc_ack_begin(b, id, n);
     for (uint32_t i = 0; i < n; i++) {
         bool dup;
         uint64_t seq = store_event(f, zmq_msg_data(&frames[i]), zmq_msg_size(&frames[i]), &dup);
+        uint8_t leaf[32];
+        merkle_leaf_hash(zmq_msg_data(&frames[i]), zmq_msg_size(&frames[i]), leaf);
+        if (seq && !dup && signer)
+            memcpy(f->stored_signer[seq - 1], signer, 32);
+        else if (seq && !dup)
+            memset(f->stored_signer[seq - 1], 0, 32);
         if (seq)
-            wire_enc_ack_ok(&b, seq, dup);
+            wire_enc_ack_ok(b, seq, dup, f->send_leaf ? leaf : NULL);
         else
-            wire_enc_ack_fail(&b, KABAR_BAD_VALUE, "body.present: more than total");
+            wire_enc_ack_fail(b, KABAR_BAD_VALUE, "body.present: more than total");
         zmq_msg_close(&frames[i]);
     }
     f->in_flight -= n;
     pthread_mutex_unlock(&f->mu);
+}
+
+static void ack_batch(fake *f, zmq_msg_t *rid, uint64_t id, zmq_msg_t *frames, uint32_t n,
+                      const uint8_t *signer)
+{
+    kabar_buf b = {0};
+    store_batch(f, &b, id, frames, n, signer);
     send_reply(f, rid, &b, NULL, 0);
     kabar_buf_free(&b);
 }
@@ -122,22 +155,67 @@ static void release_held(fake *f)
     if (!f->holding)
         return;
     f->holding = false;
-    ack_batch(f, &f->held_rid, f->held_id, f->held_frames, f->held_n);
+    ack_batch(f, &f->held_rid, f->held_id, f->held_frames, f->held_n,
+              f->held_signed ? f->held_signer : NULL);
     zmq_msg_close(&f->held_rid);
 }
 
+/*
+ * Check a PUB's signature as kabard does (once per PUB, over the leaf
+ * hashes of its frames), and note for every "event-N" the signature it
+ * came with the first time: a resend must carry the same one.
+ */
+static void check_signature(fake *f, const wire_header *h, zmq_msg_t *frames, uint32_t n)
+{
+    static uint8_t leaves[KABAR_MAX_BATCH][32];
+    const uint8_t *pk, *sig;
+    if (wire_pub_decode(h, &pk, &sig, NULL) != 0 || pk == NULL) {
+        f->unsigned_pubs++;
+        return;
+    }
+    f->signed_pubs++;
+    for (uint32_t i = 0; i < n; i++)
+        merkle_leaf_hash(zmq_msg_data(&frames[i]), zmq_msg_size(&frames[i]), leaves[i]);
+    if (batchsig_verify(pk, sig, (const uint8_t(*)[32])leaves, n, NULL) != 0)
+        f->bad_sigs++;
+    for (uint32_t i = 0; i < n; i++) {
+        unsigned long long k;
+        char ev[32];
+        size_t len = zmq_msg_size(&frames[i]) < 31 ? zmq_msg_size(&frames[i]) : 31;
+        memcpy(ev, zmq_msg_data(&frames[i]), len);
+        ev[len] = '\0';
+        if (sscanf(ev, "event-%llu", &k) != 1 || k >= MAX_STORED)
+            continue;
+        if (!f->seen[k]) {
+            f->seen[k] = true;
+            memcpy(f->first_sig[k], sig, 64);
+        } else {
+            f->rearrivals++;
+            if (memcmp(f->first_sig[k], sig, 64) != 0)
+                f->sig_changed++;
+        }
+    }
+}
+
 /* PUB: hold every other batch, so that the client sees ACKs out of order. */
-static void on_pub(fake *f, zmq_msg_t *rid, uint64_t id)
+static void on_pub(fake *f, zmq_msg_t *rid, const wire_header *h, zmq_msg_t *hm)
 {
     zmq_msg_t frames[KABAR_MAX_BATCH];
+    const uint8_t *pk = NULL, *sig = NULL;
+    uint8_t signer[32];
     uint32_t n = 0;
     int more = 1;
+    const char *uid = zmq_msg_gets(hm, "User-Id");
+    snprintf(f->user_id, sizeof f->user_id, "%s", uid ? uid : "");
     while (more && n < KABAR_MAX_BATCH) {
         zmq_msg_init(&frames[n]);
         zmq_msg_recv(&frames[n], f->sock, 0);
         more = zmq_msg_more(&frames[n]);
         n++;
     }
+    check_signature(f, h, frames, n);
+    if (wire_pub_decode(h, &pk, &sig, NULL) == 0 && pk)
+        memcpy(signer, pk, 32);
     pthread_mutex_lock(&f->mu);
     f->in_flight += n;
     if (f->in_flight > f->max_in_flight)
@@ -145,15 +223,26 @@ static void on_pub(fake *f, zmq_msg_t *rid, uint64_t id)
     pthread_mutex_unlock(&f->mu);
     if (!f->holding) {
         f->holding = true;
-        f->held_id = id;
+        f->held_id = h->id;
         f->held_n = n;
+        f->held_signed = pk != NULL;
+        memcpy(f->held_signer, signer, 32);
         zmq_msg_init(&f->held_rid);
         zmq_msg_copy(&f->held_rid, rid);
         memcpy(f->held_frames, frames, n * sizeof frames[0]);
         return;
     }
-    ack_batch(f, rid, id, frames, n); /* the later batch first */
-    release_held(f);
+    /* Both are stored in arrival order; the later batch's ACK goes first. */
+    kabar_buf held = {0}, later = {0};
+    f->holding = false;
+    store_batch(f, &held, f->held_id, f->held_frames, f->held_n,
+                f->held_signed ? f->held_signer : NULL);
+    store_batch(f, &later, h->id, frames, n, pk ? signer : NULL);
+    send_reply(f, rid, &later, NULL, 0);
+    send_reply(f, &f->held_rid, &held, NULL, 0);
+    zmq_msg_close(&f->held_rid);
+    kabar_buf_free(&held);
+    kabar_buf_free(&later);
 }
 
 /* Outstanding credit saturates at the protocol's maximum, as in kabard. */
@@ -193,6 +282,35 @@ static void feed_sub(fake *f)
     kabar_buf_free(&body);
 }
 
+/* CALL: whoami answers; agency.add is refused as for an agent; nothing else exists. */
+static void on_call(fake *f, zmq_msg_t *rid, const wire_header *h)
+{
+    kabar_buf b = {0}, map = {0};
+    kabar_str method;
+    const uint8_t *params;
+    size_t len;
+    msgpack_packer pk;
+    if (wire_call_decode(h, &method, &params, &len, NULL) != 0) {
+        wire_enc_err(&b, h->id, KABAR_PROTOCOL, "bad CALL");
+    } else if (method.len == 6 && memcmp(method.ptr, "whoami", 6) == 0) {
+        wire_packer_init(&pk, &map);
+        msgpack_pack_map(&pk, 2);
+        msgpack_pack_str_with_body(&pk, "principal", 9);
+        msgpack_pack_str_with_body(&pk, "dinkes", 6);
+        msgpack_pack_str_with_body(&pk, "params", 6);
+        kabar_buf_append(&map, params, len); /* echoed, to check what went out */
+        wire_enc_result(&b, h->id, map.data, map.len);
+    } else if (method.len == 10 && memcmp(method.ptr, "agency.add", 10) == 0) {
+        wire_enc_err(&b, h->id, KABAR_ADMIN_ONLY,
+                     "only an admin may change the registry (dinkes is an agent)");
+    } else {
+        wire_enc_err(&b, h->id, KABAR_UNKNOWN_METHOD, "no method \"nope\"");
+    }
+    send_reply(f, rid, &b, NULL, 0);
+    kabar_buf_free(&b);
+    kabar_buf_free(&map);
+}
+
 static void on_message(fake *f, zmq_msg_t *rid, zmq_msg_t *hm)
 {
     wire_header h;
@@ -206,7 +324,10 @@ static void on_message(fake *f, zmq_msg_t *rid, zmq_msg_t *hm)
         send_reply(f, rid, &b, NULL, 0);
         break;
     case WIRE_PUB:
-        on_pub(f, rid, h.id);
+        on_pub(f, rid, &h, hm);
+        break;
+    case WIRE_CALL:
+        on_call(f, rid, &h);
         break;
     case WIRE_SUB: {
         wire_sub o;
@@ -254,6 +375,12 @@ static void fake_bind(fake *f)
     int zero = 0;
     f->sock = zmq_socket(f->ctx, ZMQ_ROUTER);
     zmq_setsockopt(f->sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (f->curve) {
+        int one = 1;
+        assert_int_equal(zmq_setsockopt(f->sock, ZMQ_CURVE_SERVER, &one, sizeof one), 0);
+        assert_int_equal(zmq_setsockopt(f->sock, ZMQ_CURVE_SECRETKEY, f->server.curve_sk, 32), 0);
+        assert_int_equal(zmq_setsockopt(f->sock, ZMQ_ZAP_DOMAIN, "kabar", 5), 0);
+    }
     if (f->endpoint[0] == '\0') {
         assert_int_equal(zmq_bind(f->sock, "tcp://127.0.0.1:*"), 0);
         size_t n = sizeof f->endpoint;
@@ -262,6 +389,41 @@ static void fake_bind(fake *f)
         for (int i = 0; i < 100 && zmq_bind(f->sock, f->endpoint) != 0; i++)
             usleep(10000);
     }
+}
+
+/*
+ * One ZAP request (RFC 27): version, request id, domain, address, routing
+ * id, mechanism, client key. Admit only f->admitted, as user "dinkes/KEYID".
+ */
+static void zap_answer(fake *f)
+{
+    zmq_msg_t part[8];
+    int n = 0, more = 1;
+    while (more && n < 8) {
+        zmq_msg_init(&part[n]);
+        zmq_msg_recv(&part[n], f->zap, 0);
+        more = zmq_msg_more(&part[n]);
+        n++;
+    }
+    bool ok = n >= 7 && zmq_msg_size(&part[6]) == 32 &&
+              memcmp(zmq_msg_data(&part[6]), f->admitted, 32) == 0;
+    char user[64] = "";
+    if (ok) {
+        char id[KKEY_ID_TEXT];
+        kkey_id_text(f->admitted_ed, id);
+        snprintf(user, sizeof user, "dinkes/%s", id);
+    }
+    zmq_send(f->zap, "1.0", 3, ZMQ_SNDMORE);
+    if (n >= 2)
+        zmq_send(f->zap, zmq_msg_data(&part[1]), zmq_msg_size(&part[1]), ZMQ_SNDMORE);
+    else
+        zmq_send(f->zap, "", 0, ZMQ_SNDMORE);
+    zmq_send(f->zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
+    zmq_send(f->zap, ok ? "OK" : "unknown key", ok ? 2 : 11, ZMQ_SNDMORE);
+    zmq_send(f->zap, user, strlen(user), ZMQ_SNDMORE);
+    zmq_send(f->zap, "", 0, 0);
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&part[i]);
 }
 
 static void *fake_run(void *arg)
@@ -282,9 +444,11 @@ static void *fake_run(void *arg)
             fake_bind(f);
             f->restart = 0;
         }
-        zmq_pollitem_t it = {f->sock, 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 10);
-        if (!(it.revents & ZMQ_POLLIN)) {
+        zmq_pollitem_t items[2] = {{f->sock, 0, ZMQ_POLLIN, 0}, {f->zap, 0, ZMQ_POLLIN, 0}};
+        zmq_poll(items, f->zap ? 2 : 1, 10);
+        if (f->zap && (items[1].revents & ZMQ_POLLIN))
+            zap_answer(f);
+        if (!(items[0].revents & ZMQ_POLLIN)) {
             if (mono_ms() - last_msg > 20)
                 release_held(f); /* a lone batch is answered too */
             continue;
@@ -314,11 +478,45 @@ static int fake_start(void **state)
     return 0;
 }
 
+static void seed_key(kkey *k, uint8_t first)
+{
+    uint8_t seed[32];
+    for (int i = 0; i < 32; i++)
+        seed[i] = (uint8_t)(first + i);
+    assert_int_equal(kkey_from_seed(k, seed, NULL), 0);
+}
+
+/* The client's key (seed 0..31), another agency's (seed 100..), the broker's (seed 200..). */
+static kkey client_key, other_key;
+
+/* A fake broker with CURVE on, admitting only client_key through its ZAP handler. */
+static int fake_start_secure(void **state)
+{
+    fake *f = calloc(1, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
+    f->ctx = zmq_ctx_new();
+    f->curve = true;
+    f->send_leaf = true;
+    seed_key(&client_key, 0);
+    seed_key(&other_key, 100);
+    seed_key(&f->server, 200);
+    memcpy(f->admitted, client_key.curve_pk, 32);
+    memcpy(f->admitted_ed, client_key.pk, 32);
+    f->zap = zmq_socket(f->ctx, ZMQ_REP);
+    assert_int_equal(zmq_bind(f->zap, "inproc://zeromq.zap.01"), 0);
+    fake_bind(f);
+    pthread_create(&f->thread, NULL, fake_run, f);
+    *state = f;
+    return 0;
+}
+
 static int fake_stop(void **state)
 {
     fake *f = *state;
     f->stop = 1;
     pthread_join(f->thread, NULL);
+    if (f->zap)
+        zmq_close(f->zap);
     zmq_close(f->sock);
     zmq_ctx_term(f->ctx);
     for (uint64_t i = 0; i < f->nstored; i++)
@@ -338,6 +536,8 @@ typedef struct results {
     uint64_t seqs[MAX_STORED];
     int codes[MAX_STORED];
     char last_message[KABAR_ERROR_MESSAGE_MAX];
+    bool has_leaf[MAX_STORED];
+    uint8_t leaf[MAX_STORED][32];
 } results;
 
 static void on_result(void *arg, const kabar_pub_result *r)
@@ -349,6 +549,8 @@ static void on_result(void *arg, const kabar_pub_result *r)
     res->next_user = i + 1;
     res->seqs[i] = r->seq;
     res->codes[i] = r->code;
+    res->has_leaf[i] = r->has_leaf_hash;
+    memcpy(res->leaf[i], r->leaf_hash, 32);
     if (r->code != KABAR_OK)
         snprintf(res->last_message, sizeof res->last_message, "%s", r->message);
     res->n++;
@@ -419,6 +621,9 @@ static void test_publish_window_order(void **state)
     }
     assert_string_equal(res->last_message, "body.present: more than total");
     assert_int_equal(f->nstored, 5000 - rejected);
+    assert_int_equal(f->signed_pubs, 0); /* no key: nothing signed */
+    assert_true(f->unsigned_pubs > 0);
+    assert_false(res->has_leaf[0]); /* this broker sends no leaf hash */
 
     kabar_head h;
     assert_int_equal(kabar_client_head(c, &h, &err), 0);
@@ -598,6 +803,193 @@ static void test_subscribe_credit_above_max(void **state)
     assert_true(f->sub_requested <= KABAR_MAX_CREDIT); /* SUB asks for what it can get */
 }
 
+/* ------------------------------------------------------------------------ */
+/* Secure mode: CURVE, signed batches, CALL                                  */
+
+static void connect_secure(fake *f, kabar_client **c, const kkey *key, uint32_t window)
+{
+    kabar_error err;
+    kabar_client_opts o = {
+        .timeout_ms = 5000, .window = window, .key = key, .server_key = f->server.pk};
+    int rc = kabar_client_connect(c, f->endpoint, &o, &err);
+    if (rc != 0)
+        fail_msg("connect: %s", err.message);
+}
+
+/*
+ * Every PUB is signed by the client's key and verifies; the broker knows
+ * the client by its key (User-Id); across a broker restart the lost batch
+ * is sent again with the very signature it had; results carry the leaf hash.
+ */
+static void test_secure_publish_signed(void **state)
+{
+    fake *f = *state;
+    kabar_client *c = NULL;
+    kabar_error err;
+    results *res = calloc(1, sizeof *res);
+    res->in_order = true;
+    connect_secure(f, &c, &client_key, 512);
+    kabar_client_on_result(c, on_result, res);
+    publish_n(c, res, 0, 3000);
+    assert_int_equal(kabar_client_flush(c, &err), 0);
+    publish_n(c, res, 3000, 1); /* goes out alone; the fake holds it... */
+    for (int i = 0; i < 1000 && !f->holding; i++)
+        usleep(1000);
+    f->restart = 1; /* ...and forgets it */
+    for (int i = 0; i < 2000 && f->restart; i++)
+        usleep(1000);
+    publish_n(c, res, 3001, 2999);
+    assert_int_equal(kabar_client_flush(c, &err), 0);
+
+    assert_int_equal(res->n, 6000);
+    assert_true(res->in_order);
+    assert_true(f->signed_pubs > 0);
+    assert_int_equal(f->unsigned_pubs, 0);
+    assert_int_equal(f->bad_sigs, 0);
+    assert_true(f->rearrivals > 0);      /* the held batch was lost and sent again... */
+    assert_int_equal(f->sig_changed, 0); /* ...as it was */
+    char id[KKEY_ID_TEXT], want[64];
+    kkey_id_text(client_key.pk, id);
+    snprintf(want, sizeof want, "dinkes/%s", id);
+    assert_string_equal(f->user_id, want);
+    for (uint64_t i = 0; i < 6000; i++) {
+        if (i % 97 == 5) {
+            assert_int_equal(res->codes[i], KABAR_BAD_VALUE);
+            assert_false(res->has_leaf[i]);
+            continue;
+        }
+        char ev[32];
+        uint8_t leaf[32];
+        int len = snprintf(ev, sizeof ev, "event-%llu", (unsigned long long)i);
+        merkle_leaf_hash(ev, (size_t)len, leaf);
+        assert_int_equal(res->codes[i], KABAR_OK);
+        assert_true(res->has_leaf[i]);
+        assert_memory_equal(res->leaf[i], leaf, 32);
+        assert_memory_equal(f->stored_signer[res->seqs[i] - 1], client_key.pk, 32);
+    }
+    kabar_client_destroy(&c);
+    free(res);
+}
+
+/* set_signer: each event is signed by the signer current when it was published. */
+static void test_secure_set_signer(void **state)
+{
+    fake *f = *state;
+    kabar_client *c = NULL;
+    kabar_error err;
+    results *res = calloc(1, sizeof *res);
+    res->in_order = true;
+    connect_secure(f, &c, &client_key, 256);
+    kabar_client_on_result(c, on_result, res);
+    publish_n(c, res, 0, 150);
+    assert_int_equal(kabar_client_set_signer(c, &other_key, &err), 0);
+    publish_n(c, res, 150, 1); /* a lone event is signed too */
+    publish_n(c, res, 151, 149);
+    assert_int_equal(kabar_client_set_signer(c, NULL, &err), 0); /* back to the client's own */
+    publish_n(c, res, 300, 100);
+    assert_int_equal(kabar_client_flush(c, &err), 0);
+    assert_int_equal(res->n, 400);
+    assert_true(res->in_order);
+    assert_int_equal(f->bad_sigs, 0);
+    assert_int_equal(f->unsigned_pubs, 0);
+    for (uint64_t i = 0; i < 400; i++) {
+        if (i % 97 == 5)
+            continue;
+        const kkey *want = i >= 150 && i < 300 ? &other_key : &client_key;
+        assert_int_equal(res->codes[i], KABAR_OK);
+        if (memcmp(f->stored_signer[res->seqs[i] - 1], want->pk, 32) != 0)
+            fail_msg("event %llu was not signed by the signer set when it was published",
+                     (unsigned long long)i);
+    }
+    kabar_client_destroy(&c);
+    free(res);
+}
+
+static void expect_no_entry(fake *f, const kkey *key, const uint8_t *server_key)
+{
+    kabar_client *c = NULL;
+    kabar_error err;
+    kabar_client_opts o = {.timeout_ms = 600, .key = key, .server_key = server_key};
+    int64_t t0 = mono_ms();
+    int rc = kabar_client_connect(&c, f->endpoint, &o, &err);
+    int64_t took = mono_ms() - t0;
+    assert_int_equal(rc, KABAR_CONNECT);
+    assert_null(c);
+    assert_non_null(strstr(err.message, f->endpoint));
+    assert_non_null(strstr(err.message, "--key and --server-key"));
+    assert_true(took >= 550 && took < 3000);
+}
+
+/* A key the broker does not admit, the wrong server key, or no key at all: no entry. */
+static void test_secure_refused(void **state)
+{
+    fake *f = *state;
+    kabar_client *c = NULL;
+    kabar_error err;
+    expect_no_entry(f, &other_key, f->server.pk);  /* not registered */
+    expect_no_entry(f, &client_key, other_key.pk); /* not the broker's key */
+    expect_no_entry(f, NULL, NULL);                /* plaintext to a CURVE broker */
+    kabar_client_opts o = {.timeout_ms = 600, .key = &client_key};
+    assert_int_equal(kabar_client_connect(&c, f->endpoint, &o, &err), KABAR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "--server-key"));
+    uint8_t bad[32];
+    memset(bad, 0xff, sizeof bad); /* not a point of the curve */
+    o.server_key = bad;
+    assert_int_equal(kabar_client_connect(&c, f->endpoint, &o, &err), KABAR_INVALID_ARGUMENT);
+    assert_null(c);
+    assert_int_equal(f->nstored, 0);
+    /* The right keys still get in. */
+    connect_secure(f, &c, &client_key, 16);
+    kabar_client_destroy(&c);
+}
+
+static void test_call(void **state)
+{
+    fake *f = *state;
+    kabar_client *c = NULL;
+    kabar_error err;
+    kabar_buf out = {0}, params = {0};
+    msgpack_packer pk;
+    connect_secure(f, &c, &client_key, 16);
+
+    /* No params: {} goes out; the RESULT map comes back whole. */
+    assert_int_equal(kabar_client_call(c, "whoami", NULL, 0, &out, &err), 0);
+    kabar_buf json = {0};
+    assert_int_equal(wire_msgpack_to_json(&json, out.data, out.len, &err), 0);
+    kabar_buf_append(&json, "", 1);
+    assert_string_equal(json.data, "{\"principal\":\"dinkes\",\"params\":{}}");
+
+    /* Params go out as given; the output is appended to. */
+    wire_packer_init(&pk, &params);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "id", 2);
+    msgpack_pack_str_with_body(&pk, "bpk", 3);
+    size_t before = out.len;
+    assert_int_equal(kabar_client_call(c, "whoami", params.data, params.len, &out, &err), 0);
+    json.len = 0;
+    assert_int_equal(wire_msgpack_to_json(&json, out.data + before, out.len - before, &err), 0);
+    kabar_buf_append(&json, "", 1);
+    assert_string_equal(json.data, "{\"principal\":\"dinkes\",\"params\":{\"id\":\"bpk\"}}");
+
+    /* Refusals: the rule's code and the broker's text, as is. */
+    out.len = 0;
+    assert_int_equal(kabar_client_call(c, "agency.add", params.data, params.len, &out, &err),
+                     KABAR_ADMIN_ONLY);
+    assert_string_equal(err.message, "only an admin may change the registry (dinkes is an agent)");
+    assert_int_equal(out.len, 0);
+    assert_int_equal(kabar_client_call(c, "nope", NULL, 0, &out, &err), KABAR_UNKNOWN_METHOD);
+    /* Bad params never leave the client. */
+    assert_int_equal(kabar_client_call(c, "whoami", "\x91\x01", 2, &out, &err),
+                     KABAR_INVALID_ARGUMENT);
+    assert_int_equal(kabar_client_call(c, "", NULL, 0, &out, &err), KABAR_INVALID_ARGUMENT);
+    /* The session is still fine. */
+    assert_int_equal(kabar_client_call(c, "whoami", NULL, 0, &out, &err), 0);
+    kabar_buf_free(&out);
+    kabar_buf_free(&params);
+    kabar_buf_free(&json);
+    kabar_client_destroy(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -609,6 +1001,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_publish_too_big, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_subscribe_credit_end, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_subscribe_credit_above_max, fake_start, fake_stop),
+        cmocka_unit_test_setup_teardown(test_secure_publish_signed, fake_start_secure, fake_stop),
+        cmocka_unit_test_setup_teardown(test_secure_set_signer, fake_start_secure, fake_stop),
+        cmocka_unit_test_setup_teardown(test_secure_refused, fake_start_secure, fake_stop),
+        cmocka_unit_test_setup_teardown(test_call, fake_start_secure, fake_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

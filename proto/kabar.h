@@ -87,18 +87,18 @@ const char *kabar_version(void);
     X(CONNECT, "cannot reach the broker")                                                          \
     X(TIMEOUT, "timed out")                                                                        \
     X(SHUTTING_DOWN, "broker is shutting down")                                                    \
-    X(UNSIGNED, "event is not signed")                                                        \
-    X(BAD_SIGNATURE, "signature does not verify")                                             \
-    X(UNKNOWN_KEY, "key not registered, or revoked")                                          \
-    X(SIGNER_NOT_SOURCE, "signed by a key that is not the source agency's")                   \
-    X(NOT_OWN_SOURCE, "may publish only as its own agency")                                   \
-    X(CANNOT_PUBLISH, "this role may not publish")                                            \
-    X(NOT_OWN_TARGET, "may subscribe only to its own events and broadcasts")                  \
-    X(NOT_OWN_CONSUMER, "durable consumer belongs to another principal")                      \
-    X(ADMIN_ONLY, "only an admin may change the registry")                                    \
-    X(AUDIT_ONLY, "only an auditor, oversight or admin may do this")                          \
-    X(UNKNOWN_METHOD, "unknown method")                                                       \
-    X(VERIFY_FAILED, "verification failed")                                                   \
+    X(UNSIGNED, "event is not signed")                                                             \
+    X(BAD_SIGNATURE, "signature does not verify")                                                  \
+    X(UNKNOWN_KEY, "key not registered, or revoked")                                               \
+    X(SIGNER_NOT_SOURCE, "signed by a key that is not the source agency's")                        \
+    X(NOT_OWN_SOURCE, "may publish only as its own agency")                                        \
+    X(CANNOT_PUBLISH, "this role may not publish")                                                 \
+    X(NOT_OWN_TARGET, "may subscribe only to its own events and broadcasts")                       \
+    X(NOT_OWN_CONSUMER, "durable consumer belongs to another principal")                           \
+    X(ADMIN_ONLY, "only an admin may change the registry")                                         \
+    X(AUDIT_ONLY, "only an auditor, oversight or admin may do this")                               \
+    X(UNKNOWN_METHOD, "unknown method")                                                            \
+    X(VERIFY_FAILED, "verification failed")                                                        \
     X(END, "end of stream")
 
 typedef enum kabar_err {
@@ -256,15 +256,29 @@ int kabar_event_to_json(kabar_buf *out, uint64_t seq, int64_t received_at, const
 
 typedef struct kabar_client kabar_client;
 typedef struct kabar_sub kabar_sub;
+typedef struct kkey kkey; /* an identity key: proto/kkey.h */
 
 typedef struct kabar_client_opts {
     int timeout_ms;  /* give up on an unanswered request / dead broker; default 10000 */
     uint32_t window; /* unacked events in flight, default 256, at least 1 */
+    /*
+     * The client's identity (copied at connect; the caller may wipe it
+     * after): the ZeroMQ CURVE transport key and the key that signs every
+     * PUB. NULL: plaintext and unsigned, for a broker run with --insecure.
+     */
+    const struct kkey *key;
+    /* The broker's Ed25519 public key (32 bytes; DATA/broker.pub), pinned:
+     * required with `key`, ignored without it. */
+    const uint8_t *server_key;
 } kabar_client_opts;
 
 /*
  * Connect a DEALER socket to `endpoint` and check that a broker answers
- * (PING). Fails with KABAR_CONNECT when none answers within timeout_ms.
+ * (PING). Fails with KABAR_CONNECT when none answers within timeout_ms: a
+ * CURVE handshake that fails (a key the broker does not know, the wrong
+ * server key) looks the same as no broker, and the message says to check
+ * both. KABAR_INVALID_ARGUMENT for a bad endpoint, a key without
+ * server_key, or a server key that is not a valid Ed25519 key.
  * opts may be NULL for the defaults.
  */
 int kabar_client_connect(kabar_client **out, const char *endpoint, const kabar_client_opts *opts,
@@ -273,11 +287,13 @@ void kabar_client_destroy(kabar_client **c);
 
 /* The outcome of one published event, delivered to the result callback. */
 typedef struct kabar_pub_result {
-    void *user;          /* what was passed to kabar_client_publish */
-    uint64_t seq;        /* 0 when rejected */
-    bool duplicate;      /* the (source, id) was already in the log: seq is the original's */
-    int code;            /* KABAR_OK or the rejection's code */
-    const char *message; /* rejection message, "" when accepted; valid during the callback */
+    void *user;            /* what was passed to kabar_client_publish */
+    uint64_t seq;          /* 0 when rejected */
+    bool duplicate;        /* the (source, id) was already in the log: seq is the original's */
+    int code;              /* KABAR_OK or the rejection's code */
+    const char *message;   /* rejection message, "" when accepted; valid during the callback */
+    uint8_t leaf_hash[32]; /* accepted: the event's Merkle leaf hash in the broker's log */
+    bool has_leaf_hash;    /* false: rejected, or a broker that does not send it */
 } kabar_pub_result;
 
 typedef void (*kabar_pub_cb)(void *arg, const kabar_pub_result *r);
@@ -294,6 +310,29 @@ int kabar_client_publish(kabar_client *c, const void *bytes, size_t len, void *u
                          kabar_error *err);
 /* Send what is queued and wait for every result. */
 int kabar_client_flush(kabar_client *c, kabar_error *err);
+
+/*
+ * Sign the events published from now on with `k` (copied), or with the
+ * client's own key when k is NULL (unsigned when the client has none).
+ * The events already published keep the signer they were published
+ * under: the batch being formed is cut here. For an admin importing
+ * events of many sources, each signed by its source agency's key.
+ * KABAR_INVALID_ARGUMENT only for a NULL client.
+ */
+int kabar_client_set_signer(kabar_client *c, const struct kkey *k, kabar_error *err);
+
+/*
+ * One CALL (PROTOCOL.md "CALL and RESULT"): `params` is the msgpack bytes
+ * of one map (NULL or len 0: {}); the RESULT map's msgpack bytes are
+ * appended to `out` (caller frees). A refusal returns its code
+ * (ADMIN_ONLY, AUDIT_ONLY, UNKNOWN_METHOD, NOT_FOUND, ...) with the
+ * broker's text in err. A read-only method (whoami, agency.list,
+ * agency.show, audit.*) is asked again after a reconnection; any other
+ * returns KABAR_CONNECT if the connection drops before its answer, since
+ * the broker may or may not have done it.
+ */
+int kabar_client_call(kabar_client *c, const char *method, const void *params, size_t len,
+                      kabar_buf *out, kabar_error *err);
 
 /* What the broker reports of its log. */
 typedef struct kabar_head {

@@ -10,7 +10,7 @@
  * byte node 0.12 us against 0.45 us. Signatures stay with libsodium.
  *
  * The functions are thread-safe (one EVP context per thread, made on first
- * use and kept). Should OpenSSL fail to give one (out of memory), they fall
+ * use and freed when the thread ends). Should OpenSSL fail to give one (out of memory), they fall
  * back to libsodium, which computes the same bytes.
  */
 #ifndef KABAR_SHA256_H

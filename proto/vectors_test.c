@@ -515,12 +515,12 @@ static void test_encode_ack(void **state)
 {
     kabar_buf b = {0};
     assert_int_equal(wire_enc_ack_begin(&b, 7, 2), 0);
-    assert_int_equal(wire_enc_ack_ok(&b, 42, false), 0);
+    assert_int_equal(wire_enc_ack_ok(&b, 42, false, NULL), 0);
     assert_int_equal(wire_enc_ack_fail(&b, KABAR_MISSING_FIELD, "body.due: required field missing"),
                      0);
     same("ack/0", &b);
     assert_int_equal(wire_enc_ack_begin(&b, 8, 1), 0);
-    assert_int_equal(wire_enc_ack_ok(&b, 42, true), 0);
+    assert_int_equal(wire_enc_ack_ok(&b, 42, true, NULL), 0);
     same("ack-duplicate/0", &b);
     kabar_buf_free(&b);
 }

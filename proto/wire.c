@@ -24,7 +24,8 @@ static const char *const cmd_names[] = {
     [WIRE_HEAD] = "HEAD",     [WIRE_STATUS] = "STATUS", [WIRE_PING] = "PING",
     [WIRE_ACK] = "ACK",       [WIRE_SUBOK] = "SUBOK",   [WIRE_EVT] = "EVT",
     [WIRE_END] = "END",       [WIRE_HEADOK] = "HEADOK", [WIRE_STATUSOK] = "STATUSOK",
-    [WIRE_PONG] = "PONG",     [WIRE_ERR] = "ERR",
+    [WIRE_PONG] = "PONG",     [WIRE_ERR] = "ERR",       [WIRE_CALL] = "CALL",
+    [WIRE_RESULT] = "RESULT",
 };
 
 #define NCMDS (sizeof(cmd_names) / sizeof(cmd_names[0]))
@@ -222,12 +223,53 @@ int wire_enc_ack_begin(kabar_buf *b, uint64_t batch, uint32_t n)
     return done(msgpack_pack_array(&pk, n));
 }
 
-int wire_enc_ack_ok(kabar_buf *b, uint64_t seq, bool duplicate)
+int wire_enc_ack_ok(kabar_buf *b, uint64_t seq, bool duplicate, const uint8_t *leaf_hash)
 {
     msgpack_packer pk;
     wire_packer_init(&pk, b);
-    return done(msgpack_pack_array(&pk, 2) | msgpack_pack_uint64(&pk, seq) |
-                (duplicate ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk)));
+    int rc = msgpack_pack_array(&pk, leaf_hash ? 3 : 2) | msgpack_pack_uint64(&pk, seq) |
+             (duplicate ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk));
+    if (leaf_hash)
+        rc |= msgpack_pack_bin(&pk, 32) | msgpack_pack_bin_body(&pk, leaf_hash, 32);
+    return done(rc);
+}
+
+int wire_enc_pub(kabar_buf *b, uint64_t batch, const uint8_t *pk_, const uint8_t *sig)
+{
+    msgpack_packer pk;
+    bool signed_ = pk_ != NULL && sig != NULL;
+    if (begin(b, &pk, WIRE_PUB, batch, signed_ ? 1 : 0) != 0)
+        return KABAR_NO_MEMORY;
+    if (!signed_)
+        return 0;
+    return done(msgpack_pack_array(&pk, 2) | msgpack_pack_bin(&pk, 32) |
+                msgpack_pack_bin_body(&pk, pk_, 32) | msgpack_pack_bin(&pk, 64) |
+                msgpack_pack_bin_body(&pk, sig, 64));
+}
+
+#define MAX_METHOD_LEN 64
+
+int wire_enc_call(kabar_buf *b, uint64_t req, const char *method, const void *params, size_t len)
+{
+    msgpack_packer pk;
+    size_t mlen = method ? strlen(method) : 0;
+    if (mlen == 0 || mlen > MAX_METHOD_LEN)
+        return KABAR_INVALID_ARGUMENT;
+    if (begin(b, &pk, WIRE_CALL, req, 2) != 0 || pack_str(&pk, method, mlen) != 0)
+        return KABAR_NO_MEMORY;
+    if (params == NULL || len == 0)
+        return done(msgpack_pack_map(&pk, 0));
+    return kabar_buf_append(b, params, len);
+}
+
+int wire_enc_result(kabar_buf *b, uint64_t req, const void *map, size_t len)
+{
+    msgpack_packer pk;
+    if (begin(b, &pk, WIRE_RESULT, req, 1) != 0)
+        return KABAR_NO_MEMORY;
+    if (map == NULL || len == 0)
+        return done(msgpack_pack_map(&pk, 0));
+    return kabar_buf_append(b, map, len);
 }
 
 int wire_enc_ack_fail(kabar_buf *b, int code, const char *text)
@@ -292,6 +334,15 @@ int wire_ack_next(mpr *r, wire_ack_result *res, kabar_error *err)
         return kabar_error_set(err, KABAR_PROTOCOL, "ACK: result element 1 must be a boolean");
     res->duplicate = it.b;
     count -= 2;
+    if (res->seq != 0 && count > 0) { /* the leaf hash; anything else is left to the loop below */
+        mpr peek = *r;
+        if (mpr_next(&peek, &it, NULL) == 0 && it.kind == MPR_BIN && it.len == 32) {
+            res->leaf_hash = (const uint8_t *)it.str;
+            res->has_leaf_hash = true;
+            *r = peek;
+            count--;
+        }
+    }
     if (res->seq == 0) {
         kabar_str code = {0};
         if (count < 2)
@@ -309,6 +360,76 @@ int wire_ack_next(mpr *r, wire_ack_result *res, kabar_error *err)
         if ((rc = mpr_skip(r, KABAR_MAX_DEPTH, err)) != 0)
             return rc;
     return 0;
+}
+
+int wire_pub_decode(const wire_header *h, const uint8_t **pk, const uint8_t **sig, kabar_error *err)
+{
+    mpr r;
+    mpr_item it;
+    *pk = NULL;
+    *sig = NULL;
+    if (h->nrest < 1)
+        return 0;
+    mpr_init(&r, h->rest, h->rest_len);
+    r.canonical = false;
+    if (mpr_next(&r, &it, NULL) != 0)
+        return kabar_error_set(err, KABAR_PROTOCOL, "PUB: unreadable element 3 (the signature)");
+    if (it.kind == MPR_NIL)
+        return 0;
+    const uint8_t *k = NULL;
+    if (it.kind != MPR_ARRAY || it.count != 2 || mpr_next(&r, &it, NULL) != 0 ||
+        it.kind != MPR_BIN || it.len != 32 || (k = (const uint8_t *)it.str) == NULL ||
+        mpr_next(&r, &it, NULL) != 0 || it.kind != MPR_BIN || it.len != 64)
+        return kabar_error_set(err, KABAR_PROTOCOL,
+                               "PUB: element 3 must be the signature [key bin(32), sig bin(64)]");
+    *pk = k;
+    *sig = (const uint8_t *)it.str;
+    return 0;
+}
+
+/* The bytes of the one msgpack value at `p`: *len set, 0 or KABAR_PROTOCOL. */
+static int value_span(const uint8_t *p, size_t avail, mpr_kind want, size_t *len, const char *what,
+                      kabar_error *err)
+{
+    mpr r;
+    mpr_item it;
+    mpr_init(&r, p, avail);
+    r.canonical = false;
+    if (mpr_next(&r, &it, NULL) != 0 || it.kind != want)
+        return kabar_error_set(err, KABAR_PROTOCOL, "%s", what);
+    uint32_t n = want == MPR_MAP ? it.count * 2 : 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (mpr_skip(&r, KABAR_MAX_DEPTH * 2, NULL) != 0)
+            return kabar_error_set(err, KABAR_PROTOCOL, "%s (unreadable)", what);
+    *len = (size_t)(r.p - p);
+    return 0;
+}
+
+int wire_call_decode(const wire_header *h, kabar_str *method, const uint8_t **params,
+                     size_t *params_len, kabar_error *err)
+{
+    mpr r;
+    int rc;
+    mpr_init(&r, h->rest, h->rest_len);
+    r.canonical = false;
+    if (h->nrest < 2)
+        return kabar_error_set(err, KABAR_PROTOCOL,
+                               "CALL needs [1, \"CALL\", req, method, params]");
+    if ((rc = read_str(&r, method, "CALL method", err)) != 0)
+        return rc;
+    if (method->len == 0 || method->len > MAX_METHOD_LEN)
+        return kabar_error_set(err, KABAR_PROTOCOL, "CALL method must be 1 to %d bytes",
+                               MAX_METHOD_LEN);
+    *params = r.p;
+    return value_span(r.p, mpr_left(&r), MPR_MAP, params_len, "CALL params must be a map", err);
+}
+
+int wire_result_decode(const wire_header *h, const uint8_t **map, size_t *len, kabar_error *err)
+{
+    if (h->nrest < 1)
+        return kabar_error_set(err, KABAR_PROTOCOL, "RESULT needs [1, \"RESULT\", req, map]");
+    *map = h->rest;
+    return value_span(h->rest, h->rest_len, MPR_MAP, len, "RESULT: element 3 must be a map", err);
 }
 
 int wire_err_decode(const wire_header *h, int *code, kabar_str *text, kabar_error *err)

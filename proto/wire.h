@@ -15,6 +15,9 @@
  *
  *   client -> broker
  *     PUB     [1,"PUB",batch]                + frames 1..n, one event each (1 <= n <= 1024)
+ *     PUB     [1,"PUB",batch,[key,sig]]      the same, signed: key bin(32), the signer's
+ *                                            Ed25519 public key; sig bin(64) over the
+ *                                            batch (proto/batchsig.h)
  *     SUB     [1,"SUB",sub,opts]             opts: map, see wire_sub below
  *     CREDIT  [1,"CREDIT",sub,n]             the broker may send n more events
  *     CACK    [1,"CACK",sub,seq]             durable consumer handled everything <= seq
@@ -22,10 +25,11 @@
  *     HEAD    [1,"HEAD",req]
  *     STATUS  [1,"STATUS",req]
  *     PING    [1,"PING",req]
+ *     CALL    [1,"CALL",req,method,params]   method str, params map (PROTOCOL.md "CALL")
  *
  *   broker -> client
  *     ACK      [1,"ACK",batch,results]       one result per event, in order:
- *                                            [seq, duplicate]             accepted
+ *                                            [seq, duplicate, leaf_hash]  accepted
  *                                            [0, false, "CODE", "text"]   rejected
  *     SUBOK    [1,"SUBOK",sub,first,head]    events from seq `first` on will come
  *     EVT      [1,"EVT",sub,count]           + frame 1: `count` records back to back,
@@ -34,6 +38,7 @@
  *     HEADOK   [1,"HEADOK",req,map]          {"seq","count","last_received_at"}
  *     STATUSOK [1,"STATUSOK",req,map]        see PROTOCOL.md "STATUS"
  *     PONG     [1,"PONG",req]
+ *     RESULT   [1,"RESULT",req,map]          a CALL's answer
  *     ERR      [1,"ERR",id,"CODE","text"]    the request with this id failed
  *                                            (id 0 when the header was unreadable)
  *
@@ -80,6 +85,8 @@ typedef enum wire_cmd {
     WIRE_STATUSOK,
     WIRE_PONG,
     WIRE_ERR,
+    WIRE_CALL,
+    WIRE_RESULT,
 } wire_cmd;
 
 /* "PUB" for WIRE_PUB, ...; "?" for WIRE_UNKNOWN. */
@@ -89,7 +96,8 @@ const char *wire_cmd_name(wire_cmd cmd);
  * A decoded header. `a` and `b` are the command's integer arguments:
  * CREDIT n, CACK seq, EVT count, END last, SUBOK first/head. `rest` points
  * at the header bytes after the integer arguments: the ACK results array,
- * the SUB opts map, the HEADOK/STATUSOK map, ERR's code and text.
+ * the SUB opts map, the HEADOK/STATUSOK/RESULT map, ERR's code and text,
+ * PUB's signature, CALL's method and params.
  */
 typedef struct wire_header {
     uint32_t version;
@@ -113,13 +121,16 @@ int wire_header_decode(const void *frame, size_t len, wire_header *h, kabar_erro
 
 /* Encoders append one header frame to `b` (cleared first). KABAR_NO_MEMORY only. */
 int wire_enc_cmd(kabar_buf *b, wire_cmd cmd, uint64_t id); /* PUB UNSUB HEAD STATUS PING PONG */
+/* PUB, signed when pk and sig are both given ([1,"PUB",batch,[pk,sig]]), else plain. */
+int wire_enc_pub(kabar_buf *b, uint64_t batch, const uint8_t *pk, const uint8_t *sig);
 int wire_enc_cmd1(kabar_buf *b, wire_cmd cmd, uint64_t id, uint64_t a); /* CREDIT CACK EVT END */
 int wire_enc_subok(kabar_buf *b, uint64_t sub, uint64_t first, uint64_t head);
 int wire_enc_err(kabar_buf *b, uint64_t id, int code, const char *text);
 
 /* ACK: begin with the count, then one ok/fail per event, in order. */
 int wire_enc_ack_begin(kabar_buf *b, uint64_t batch, uint32_t n);
-int wire_enc_ack_ok(kabar_buf *b, uint64_t seq, bool duplicate);
+/* [seq, duplicate, leaf_hash]; leaf_hash NULL: [seq, duplicate] (a version-1 broker's form). */
+int wire_enc_ack_ok(kabar_buf *b, uint64_t seq, bool duplicate, const uint8_t *leaf_hash);
 int wire_enc_ack_fail(kabar_buf *b, int code, const char *text);
 
 /* One ACK result read from h->rest (an mpr positioned inside the results array). */
@@ -128,12 +139,37 @@ typedef struct wire_ack_result {
     bool duplicate;
     int code;       /* KABAR_OK, or the rejection's code (unknown names: KABAR_PROTOCOL) */
     kabar_str text; /* view into the frame */
+    const uint8_t *leaf_hash; /* accepted: the event's log leaf hash (32 bytes, a view into
+                                 the frame), NULL when the broker did not send it */
+    bool has_leaf_hash;
 } wire_ack_result;
 
 /* Start reading an ACK's results: *n gets the count; then wire_ack_next n times. */
 struct mpr;
 int wire_ack_begin(const wire_header *h, struct mpr *r, uint32_t *n, kabar_error *err);
 int wire_ack_next(struct mpr *r, wire_ack_result *res, kabar_error *err);
+
+/*
+ * PUB's optional signature element: *pk (32 bytes) and *sig (64 bytes)
+ * point into the frame, or are both NULL for an unsigned PUB (no 4th
+ * element, or nil). KABAR_PROTOCOL when the element is there but is not
+ * [bin(32), bin(64)].
+ */
+int wire_pub_decode(const wire_header *h, const uint8_t **pk, const uint8_t **sig,
+                    kabar_error *err);
+
+/*
+ * CALL [1,"CALL",req,method,params]: params is the msgpack bytes of a map
+ * (NULL or len 0: an empty map). The method must be 1..64 bytes.
+ */
+int wire_enc_call(kabar_buf *b, uint64_t req, const char *method, const void *params, size_t len);
+/* The method (a view) and the params map's bytes (a view: exactly the map). KABAR_PROTOCOL. */
+int wire_call_decode(const wire_header *h, kabar_str *method, const uint8_t **params,
+                     size_t *params_len, kabar_error *err);
+/* RESULT [1,"RESULT",req,map]: `map` is the msgpack bytes of one map (copied as is). */
+int wire_enc_result(kabar_buf *b, uint64_t req, const void *map, size_t len);
+/* The RESULT map's bytes (a view: exactly the map). KABAR_PROTOCOL when it is not a map. */
+int wire_result_decode(const wire_header *h, const uint8_t **map, size_t *len, kabar_error *err);
 
 /* ERR's code and text from h->rest. */
 int wire_err_decode(const wire_header *h, int *code, kabar_str *text, kabar_error *err);

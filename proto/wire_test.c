@@ -72,11 +72,14 @@ static void test_ack(void **state)
     uint32_t n;
     wire_ack_result res;
     kabar_error err = {0};
+    uint8_t leaf[32];
+    for (int i = 0; i < 32; i++)
+        leaf[i] = (uint8_t)(0xa0 + i);
     assert_int_equal(wire_enc_ack_begin(&b, 9, 3), 0);
-    assert_int_equal(wire_enc_ack_ok(&b, 41, false), 0);
+    assert_int_equal(wire_enc_ack_ok(&b, 41, false, NULL), 0);
     assert_int_equal(wire_enc_ack_fail(&b, KABAR_MISSING_FIELD, "body.due: required field missing"),
                      0);
-    assert_int_equal(wire_enc_ack_ok(&b, 12, true), 0);
+    assert_int_equal(wire_enc_ack_ok(&b, 12, true, leaf), 0);
     decode_ok(&b, &h);
     assert_int_equal(h.cmd, WIRE_ACK);
     assert_int_equal(h.id, 9);
@@ -86,6 +89,8 @@ static void test_ack(void **state)
     assert_int_equal(res.seq, 41);
     assert_false(res.duplicate);
     assert_int_equal(res.code, KABAR_OK);
+    assert_false(res.has_leaf_hash); /* a version-1 broker's [seq, duplicate] */
+    assert_null(res.leaf_hash);
     assert_int_equal(wire_ack_next(&r, &res, &err), 0);
     assert_int_equal(res.seq, 0);
     assert_int_equal(res.code, KABAR_MISSING_FIELD);
@@ -94,12 +99,16 @@ static void test_ack(void **state)
     assert_int_equal(wire_ack_next(&r, &res, &err), 0);
     assert_int_equal(res.seq, 12);
     assert_true(res.duplicate);
+    assert_true(res.has_leaf_hash);
+    assert_memory_equal(res.leaf_hash, leaf, 32);
+    assert_int_equal(mpr_left(&r), 0);
     kabar_buf_free(&b);
 }
 
 static void test_ack_extra_elements_ignored(void **state)
 {
-    /* A later version may append to a result (e.g. a leaf hash). */
+    /* A later version may append to a result; a 3rd element that is not a
+     * 32-byte leaf hash is skipped, not taken for one. */
     kabar_buf b = {0};
     msgpack_packer pk;
     wire_header h;
@@ -118,6 +127,8 @@ static void test_ack_extra_elements_ignored(void **state)
     assert_int_equal(wire_ack_next(&r, &res, NULL), 0);
     assert_int_equal(res.seq, 5);
     assert_true(res.duplicate);
+    assert_false(res.has_leaf_hash);
+    assert_int_equal(mpr_left(&r), 0);
     kabar_buf_free(&b);
 }
 
@@ -323,6 +334,153 @@ static void test_to_json(void **state)
     kabar_buf_free(&out);
 }
 
+static void test_pub_signature(void **state)
+{
+    kabar_buf b = {0};
+    wire_header h;
+    kabar_error err = {0};
+    const uint8_t *pk, *sig;
+    uint8_t key[32], sg[64];
+    msgpack_packer mp;
+    memset(key, 0x11, sizeof key);
+    memset(sg, 0x22, sizeof sg);
+
+    /* Unsigned: exactly the version-1 header. */
+    kabar_buf plain = {0};
+    assert_int_equal(wire_enc_pub(&b, 7, NULL, NULL), 0);
+    assert_int_equal(wire_enc_cmd(&plain, WIRE_PUB, 7), 0);
+    assert_int_equal(b.len, plain.len);
+    assert_memory_equal(b.data, plain.data, b.len);
+    decode_ok(&b, &h);
+    assert_int_equal(wire_pub_decode(&h, &pk, &sig, &err), 0);
+    assert_null(pk);
+    assert_null(sig);
+
+    /* Signed: [1, "PUB", 7, [bin32, bin64]], the views point at the bytes. */
+    assert_int_equal(wire_enc_pub(&b, 7, key, sg), 0);
+    static const uint8_t head[] = {0x94, 0x01, 0xa3, 'P', 'U', 'B', 0x07, 0x92, 0xc4, 0x20};
+    assert_memory_equal(b.data, head, sizeof head);
+    assert_int_equal(b.len, sizeof head + 32 + 2 + 64);
+    decode_ok(&b, &h);
+    assert_int_equal(h.cmd, WIRE_PUB);
+    assert_int_equal(h.id, 7);
+    assert_int_equal(h.nrest, 1);
+    assert_int_equal(wire_pub_decode(&h, &pk, &sig, &err), 0);
+    assert_memory_equal(pk, key, 32);
+    assert_memory_equal(sig, sg, 64);
+    assert_true((const char *)pk > b.data && (const char *)sig < b.data + b.len);
+
+    /* nil is unsigned; anything else in element 3 is a protocol error. */
+    assert_int_equal(wire_enc_cmd(&b, WIRE_PUB, 8), 0);
+    b.data[0] = (char)0x94;
+    wire_packer_init(&mp, &b);
+    msgpack_pack_nil(&mp);
+    decode_ok(&b, &h);
+    assert_int_equal(wire_pub_decode(&h, &pk, &sig, &err), 0);
+    assert_null(pk);
+
+    for (int bad = 0; bad < 4; bad++) {
+        assert_int_equal(wire_enc_cmd(&b, WIRE_PUB, 9), 0);
+        b.data[0] = (char)0x94;
+        wire_packer_init(&mp, &b);
+        if (bad == 0) { /* a short key */
+            msgpack_pack_array(&mp, 2);
+            msgpack_pack_bin_with_body(&mp, key, 31);
+            msgpack_pack_bin_with_body(&mp, sg, 64);
+        } else if (bad == 1) { /* a short signature */
+            msgpack_pack_array(&mp, 2);
+            msgpack_pack_bin_with_body(&mp, key, 32);
+            msgpack_pack_bin_with_body(&mp, sg, 63);
+        } else if (bad == 2) { /* the signature alone */
+            msgpack_pack_array(&mp, 1);
+            msgpack_pack_bin_with_body(&mp, sg, 64);
+        } else { /* text instead of bytes */
+            msgpack_pack_array(&mp, 2);
+            msgpack_pack_str_with_body(&mp, key, 32);
+            msgpack_pack_bin_with_body(&mp, sg, 64);
+        }
+        decode_ok(&b, &h);
+        assert_int_equal(wire_pub_decode(&h, &pk, &sig, &err), KABAR_PROTOCOL);
+        assert_non_null(strstr(err.message, "[key bin(32), sig bin(64)]"));
+        assert_null(pk);
+    }
+    kabar_buf_free(&b);
+    kabar_buf_free(&plain);
+}
+
+static void test_call_result(void **state)
+{
+    kabar_buf b = {0}, params = {0};
+    wire_header h;
+    kabar_error err = {0};
+    kabar_str method;
+    const uint8_t *p;
+    size_t len;
+    msgpack_packer mp;
+
+    /* CALL with params {"id": "dinkes"}. */
+    wire_packer_init(&mp, &params);
+    msgpack_pack_map(&mp, 1);
+    msgpack_pack_str_with_body(&mp, "id", 2);
+    msgpack_pack_str_with_body(&mp, "dinkes", 6);
+    assert_int_equal(wire_enc_call(&b, 21, "agency.show", params.data, params.len), 0);
+    decode_ok(&b, &h);
+    assert_int_equal(h.cmd, WIRE_CALL);
+    assert_int_equal(h.id, 21);
+    assert_int_equal(wire_call_decode(&h, &method, &p, &len, &err), 0);
+    assert_int_equal(method.len, 11);
+    assert_memory_equal(method.ptr, "agency.show", 11);
+    assert_int_equal(len, params.len);
+    assert_memory_equal(p, params.data, len);
+
+    /* No params: an empty map. A trailing element a later version adds is not part of it. */
+    assert_int_equal(wire_enc_call(&b, 22, "whoami", NULL, 0), 0);
+    static const uint8_t whoami[] = {0x95, 0x01, 0xa4, 'C', 'A', 'L', 'L', 0x16,
+                                     0xa6, 'w',  'h',  'o', 'a', 'm', 'i', 0x80};
+    assert_int_equal(b.len, sizeof whoami);
+    assert_memory_equal(b.data, whoami, sizeof whoami);
+    b.data[0] = (char)0x96;
+    kabar_buf_append(&b, "\xc3", 1);
+    decode_ok(&b, &h);
+    assert_int_equal(wire_call_decode(&h, &method, &p, &len, &err), 0);
+    assert_int_equal(len, 1);
+    assert_int_equal(p[0], 0x80);
+
+    /* Refusals: no method, params not a map, no params. */
+    assert_int_equal(wire_enc_call(&b, 23, "", NULL, 0), KABAR_INVALID_ARGUMENT);
+    assert_int_equal(wire_enc_call(&b, 23, "x", "\x91\x01", 2), 0);
+    decode_ok(&b, &h);
+    assert_int_equal(wire_call_decode(&h, &method, &p, &len, &err), KABAR_PROTOCOL);
+    assert_non_null(strstr(err.message, "params must be a map"));
+    assert_int_equal(wire_enc_cmd(&b, WIRE_CALL, 24), 0);
+    decode_ok(&b, &h);
+    assert_int_equal(wire_call_decode(&h, &method, &p, &len, &err), KABAR_PROTOCOL);
+    /* A map cut short. */
+    assert_int_equal(wire_enc_call(&b, 25, "whoami", "\x81\xa1k", 3), 0);
+    decode_ok(&b, &h);
+    assert_int_equal(wire_call_decode(&h, &method, &p, &len, &err), KABAR_PROTOCOL);
+
+    /* RESULT carries the map as is. */
+    assert_int_equal(wire_enc_result(&b, 21, params.data, params.len), 0);
+    decode_ok(&b, &h);
+    assert_int_equal(h.cmd, WIRE_RESULT);
+    assert_int_equal(h.id, 21);
+    assert_int_equal(wire_result_decode(&h, &p, &len, &err), 0);
+    assert_int_equal(len, params.len);
+    assert_memory_equal(p, params.data, len);
+    assert_int_equal(wire_enc_result(&b, 22, NULL, 0), 0);
+    decode_ok(&b, &h);
+    assert_int_equal(wire_result_decode(&h, &p, &len, &err), 0);
+    assert_int_equal(len, 1);
+    assert_int_equal(wire_enc_cmd(&b, WIRE_RESULT, 26), 0);
+    decode_ok(&b, &h);
+    assert_int_equal(wire_result_decode(&h, &p, &len, &err), KABAR_PROTOCOL);
+    assert_string_equal(wire_cmd_name(WIRE_CALL), "CALL");
+    assert_string_equal(wire_cmd_name(WIRE_RESULT), "RESULT");
+    kabar_buf_free(&b);
+    kabar_buf_free(&params);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -331,6 +489,8 @@ int main(void)
         cmocka_unit_test(test_ack),
         cmocka_unit_test(test_ack_extra_elements_ignored),
         cmocka_unit_test(test_err),
+        cmocka_unit_test(test_pub_signature),
+        cmocka_unit_test(test_call_result),
         cmocka_unit_test(test_sub_round_trip),
         cmocka_unit_test(test_sub_refusals),
         cmocka_unit_test(test_records),
