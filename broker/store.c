@@ -30,6 +30,25 @@
  * adds the index entries with MDB_APPENDDUP (the new seq is always the
  * largest in its dup set). Only consumer updates use a scratch buffer, which
  * the store keeps.
+ *
+ * The Merkle tree. The writer keeps the tree's right edge in memory (a
+ * merkle_frontier: the O(log n) complete subtrees whose sizes are the
+ * binary digits of the head), loaded from `tree` at the first write. A new
+ * leaf is pushed onto a copy of it (hot_push: merkle_frontier_push's
+ * algorithm, which puts exactly the nodes merkle_append would), and every
+ * node it completes at level >= 1 is put into `tree` in the same
+ * transaction. So appending costs one leaf hash, on average one node hash
+ * and one `tree` put, and no reads, whatever the size of the log; the copy
+ * becomes the store's frontier only when the transaction commits. Leaf
+ * hashes (level 0) are not stored: they are the hash of the `events` value.
+ *
+ * Hashing is merkle.c's (OpenSSL's SHA-256 with the CPU's SHA extensions,
+ * proto/sha256.h); store_test checks the stored tree against merkle.c's
+ * own append, node by node.
+ *
+ * Signed batches get their id (last_batch + 1, ...) the first time one of
+ * their events is stored in a write; the id lives in the store_sigbatch
+ * the entries share, reset to 0 at every attempt.
  */
 #include "store.h"
 
@@ -46,29 +65,30 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "mpr.h"
+#include "sha256.h"
 #include "store_internal.h"
 
-#define STORE_FORMAT      1
 #define STORE_MAP_START   (64ull << 20)
 #define STORE_MAX_READERS 512
-#define REC_HDR           9 /* u8 format + int64 BE received_at */
 #define MIB               (1ull << 20)
 #define DEDUP_KEY_MAX     (KABAR_MAX_AGENCY_LEN + 1 + KABAR_MAX_ID_LEN)
 
 #define IDX_FLAGS (MDB_DUPSORT | MDB_DUPFIXED)
-static const struct {
-    const char *name;
-    unsigned flags;
-} db_spec[DB_COUNT] = {
-    {"events", 0},
-    {"by_source", IDX_FLAGS},
-    {"by_target", IDX_FLAGS},
-    {"by_type", IDX_FLAGS},
-    {"dedup", 0},
-    {"consumers", 0},
-    {"meta", 0},
+const char *const store__db_names[DB_COUNT] = {
+    [DB_META] = "meta",           [DB_EVENTS] = "events",
+    [DB_SOURCE] = "by_source",    [DB_TARGET] = "by_target",
+    [DB_TYPE] = "by_type",        [DB_DEDUP] = "dedup",
+    [DB_TREE] = "tree",           [DB_BATCHES] = "batches",
+    [DB_CONSUMERS] = "consumers", [DB_CHECKPOINTS] = "checkpoints",
+    [DB_AGENCIES] = "agencies",   [DB_KEYS] = "keys",
 };
+
+static unsigned db_flags(int i)
+{
+    return i == DB_SOURCE || i == DB_TARGET || i == DB_TYPE ? IDX_FLAGS : 0;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                   */
@@ -159,7 +179,7 @@ static int grow(store *s, kabar_error *err)
 /* ------------------------------------------------------------------------ */
 /* Open and close                                                           */
 
-static int ts_pack(msgpack_packer *pk, int64_t ns)
+int store__ts_pack(msgpack_packer *pk, int64_t ns)
 {
     msgpack_timestamp ts;
     ts.tv_sec = ns / 1000000000;
@@ -176,33 +196,126 @@ static int ts_pack(msgpack_packer *pk, int64_t ns)
 int store__rec_parse(const MDB_val *k, const MDB_val *v, store_record *rec)
 {
     const uint8_t *p = v->mv_data;
-    if (k->mv_size != 8 || v->mv_size < REC_HDR || p[0] != STORE_FORMAT)
+    if (k->mv_size != 8 || v->mv_size <= REC_HDR || p[0] != STORE_FORMAT)
         return STORE_BADREC;
     rec->seq = get_be64(k->mv_data);
     rec->received_at = (int64_t)get_be64(p + 1);
+    rec->batch = get_be64(p + 9);
+    rec->batch_index = get_be32(p + 17);
     rec->bytes = p + REC_HDR;
     rec->len = v->mv_size - REC_HDR;
+    rec->raw = p;
+    rec->raw_len = v->mv_size;
     return 0;
 }
 
-/* Create a new log's meta, or check an existing one's format. */
-static int check_meta(store *s, MDB_txn *txn, kabar_error *err)
+/* A checkpoint origin must be a C2SP key name: let the signer's own check say. */
+static int origin_check(const store *s, const char *origin, kabar_error *err)
 {
-    MDB_val k = {6, "format"}, v;
+    static const uint8_t zero[CHECKPOINT_SEED];
+    checkpoint_signer sg;
+    kabar_error e;
+    int rc = checkpoint_signer_from_seed(&sg, origin, zero, &e);
+    checkpoint_signer_wipe(&sg);
+    if (rc != 0)
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
+                               "cannot create log at %s: origin '%.64s' is not a valid checkpoint "
+                               "origin (1 to 255 bytes of UTF-8, no space, control character or "
+                               "'+'); pass another origin",
+                               s->dir, origin);
+    return 0;
+}
+
+static int meta_put(store *s, MDB_txn *txn, const char *key, const void *val, size_t len,
+                    kabar_error *err)
+{
+    MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)val};
+    int rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
+    return rc != 0 ? store__fail(s, rc, "cannot create", err) : 0;
+}
+
+/* A new log's meta: format, created_at, origin. */
+static int create_meta(store *s, MDB_txn *txn, const char *origin, kabar_error *err)
+{
+    char def[sizeof s->origin];
+    if (origin == NULL) {
+        char host[200];
+        if (gethostname(host, sizeof host) != 0 || host[0] == '\0')
+            strcpy(host, "localhost");
+        host[sizeof host - 1] = '\0';
+        snprintf(def, sizeof def, "kabar/%s", host);
+        origin = def;
+    }
+    int rc = origin_check(s, origin, err);
+    if (rc != 0)
+        return rc;
+    uint8_t fmt = STORE_FORMAT; /* msgpack positive fixint */
+    if ((rc = meta_put(s, txn, "format", &fmt, 1, err)) != 0)
+        return rc;
+    msgpack_sbuffer_clear(&s->scratch);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &s->scratch, msgpack_sbuffer_write);
+    if (store__ts_pack(&pk, kabar_now()) != 0)
+        return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
+    if ((rc = meta_put(s, txn, "created_at", s->scratch.data, s->scratch.size, err)) != 0)
+        return rc;
+    msgpack_sbuffer_clear(&s->scratch);
+    if (msgpack_pack_str_with_body(&pk, origin, strlen(origin)) != 0)
+        return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
+    if ((rc = meta_put(s, txn, "origin", s->scratch.data, s->scratch.size, err)) != 0)
+        return rc;
+    snprintf(s->origin, sizeof s->origin, "%s", origin);
+    return 0;
+}
+
+/* Read meta key as one msgpack item of `kind`: 0, MDB_NOTFOUND, STORE_BADREC or an LMDB code. */
+static int meta_item(store *s, MDB_txn *txn, const char *key, mpr_kind kind, mpr_item *it)
+{
+    MDB_val k = {strlen(key), (void *)key}, v;
     int rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+    if (rc != 0)
+        return rc;
+    mpr r;
+    mpr_init(&r, v.mv_data, v.mv_size);
+    r.canonical = false;
+    if (mpr_next(&r, it, NULL) != 0 || it->kind != kind || mpr_left(&r) != 0)
+        return STORE_BADREC;
+    return 0;
+}
+
+/* Create a new log's meta, or check an existing one's format and read its origin. */
+static int check_meta(store *s, MDB_txn *txn, const char *origin, kabar_error *err)
+{
+    mpr_item it;
+    int rc = meta_item(s, txn, "format", MPR_UINT, &it);
+    if (rc == STORE_BADREC)
+        return kabar_error_set(err, KABAR_STORE, "%s/log.mdb has a malformed format record",
+                               s->dir);
     if (rc == 0) {
-        mpr r;
-        mpr_item it;
-        mpr_init(&r, v.mv_data, v.mv_size);
-        r.canonical = false;
-        if (mpr_next(&r, &it, NULL) != 0 || it.kind != MPR_UINT)
-            return kabar_error_set(err, KABAR_STORE, "%s/log.mdb has a malformed format record",
-                                   s->dir);
+        if (it.u == 1)
+            return kabar_error_set(
+                err, KABAR_STORE,
+                "log at %s has format 1, which predates signed events and the Merkle log: this "
+                "kabar reads format %d only; re-import its events into a new --data directory "
+                "(docs/STORAGE.md, \"Format 1 logs\")",
+                s->dir, STORE_FORMAT);
         if (it.u != STORE_FORMAT)
             return kabar_error_set(err, KABAR_STORE,
                                    "log at %s has format %llu, this kabar reads format %d "
                                    "(use the kabar version that wrote it)",
                                    s->dir, (unsigned long long)it.u, STORE_FORMAT);
+        rc = meta_item(s, txn, "origin", MPR_STR, &it);
+        if (rc == 0 && (it.len == 0 || it.len >= sizeof s->origin))
+            rc = STORE_BADREC;
+        if (rc == MDB_NOTFOUND || rc == STORE_BADREC)
+            return kabar_error_set(err, KABAR_STORE,
+                                   "%s/log.mdb has no valid origin record (its meta database is "
+                                   "damaged)",
+                                   s->dir);
+        if (rc != 0)
+            return store__fail(s, rc, "cannot read", err);
+        memcpy(s->origin, it.str, it.len);
+        s->origin[it.len] = '\0';
         return 0;
     }
     if (rc != MDB_NOTFOUND)
@@ -211,24 +324,23 @@ static int check_meta(store *s, MDB_txn *txn, kabar_error *err)
     if (s->readonly || (mdb_stat(txn, s->dbi[DB_EVENTS], &st) == 0 && st.ms_entries > 0))
         return kabar_error_set(err, KABAR_STORE, "%s/log.mdb is not a kabar log (no format record)",
                                s->dir);
-    uint8_t one = STORE_FORMAT;
-    v = (MDB_val){1, &one};
-    if ((rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0)) != 0)
-        return store__fail(s, rc, "cannot create", err);
-    msgpack_sbuffer_clear(&s->scratch);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &s->scratch, msgpack_sbuffer_write);
-    if (ts_pack(&pk, kabar_now()) != 0)
-        return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
-    k = (MDB_val){10, "created_at"};
-    v = (MDB_val){s->scratch.size, s->scratch.data};
-    if ((rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0)) != 0)
-        return store__fail(s, rc, "cannot create", err);
-    return 0;
+    return create_meta(s, txn, origin, err);
 }
 
-/* Open the databases, check the format, load the head. */
-static int load(store *s, kabar_error *err)
+static int open_db(store *s, MDB_txn *txn, int i, bool fresh, kabar_error *err)
+{
+    int rc =
+        mdb_dbi_open(txn, store__db_names[i], db_flags(i) | (fresh ? MDB_CREATE : 0), &s->dbi[i]);
+    if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE)
+        return kabar_error_set(err, KABAR_STORE,
+                               "%s/log.mdb is not a kabar log (database '%s' is missing or "
+                               "of another kind)",
+                               s->dir, store__db_names[i]);
+    return rc != 0 ? store__fail(s, rc, "cannot open", err) : 0;
+}
+
+/* Open the databases, check the format, load the head and the last batch id. */
+static int load(store *s, const char *origin, kabar_error *err)
 {
     MDB_txn *txn;
     int rc = store__txn_begin(s, s->readonly ? MDB_RDONLY : 0, &txn);
@@ -239,22 +351,14 @@ static int load(store *s, kabar_error *err)
     MDB_stat st;
     bool fresh = !s->readonly && mdb_dbi_open(txn, NULL, 0, &main_dbi) == 0 &&
                  mdb_stat(txn, main_dbi, &st) == 0 && st.ms_entries == 0;
+    /* meta and events first: the format decides whether the others must exist. */
+    if ((rc = open_db(s, txn, DB_META, fresh, err)) != 0 ||
+        (rc = open_db(s, txn, DB_EVENTS, fresh, err)) != 0 ||
+        (rc = check_meta(s, txn, origin, err)) != 0)
+        goto fail;
     for (int i = 0; i < DB_COUNT; i++) {
-        unsigned flags = db_spec[i].flags | (fresh ? MDB_CREATE : 0);
-        rc = mdb_dbi_open(txn, db_spec[i].name, flags, &s->dbi[i]);
-        if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
-            mdb_txn_abort(txn);
-            return kabar_error_set(err, KABAR_STORE,
-                                   "%s/log.mdb is not a kabar log (database '%s' is missing or "
-                                   "of another kind)",
-                                   s->dir, db_spec[i].name);
-        }
-        if (rc != 0)
-            goto lmdb_fail;
-    }
-    if ((rc = check_meta(s, txn, err)) != 0) {
-        mdb_txn_abort(txn);
-        return rc;
+        if (i != DB_META && i != DB_EVENTS && (rc = open_db(s, txn, i, fresh, err)) != 0)
+            goto fail;
     }
     MDB_cursor *cur;
     MDB_val k, v;
@@ -273,12 +377,24 @@ static int load(store *s, kabar_error *err)
     mdb_cursor_close(cur);
     if (rc != 0)
         goto lmdb_fail;
+    if ((rc = mdb_cursor_open(txn, s->dbi[DB_BATCHES], &cur)) != 0)
+        goto lmdb_fail;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    if (rc == 0)
+        s->last_batch = k.mv_size == 8 ? get_be64(k.mv_data) : 0;
+    if (rc == 0 && k.mv_size != 8)
+        rc = STORE_BADREC;
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        goto lmdb_fail;
     if ((rc = mdb_txn_commit(txn)) != 0)
         return store__fail(s, rc, "cannot open", err);
     return 0;
 lmdb_fail:
+    rc = store__fail(s, rc, "cannot open", err);
+fail:
     mdb_txn_abort(txn);
-    return store__fail(s, rc, "cannot open", err);
+    return rc;
 }
 
 /* mkdir -p, with mode for the directories it creates. */
@@ -409,7 +525,7 @@ int store_open(store **out, const char *dir, const store_opts *opts, kabar_error
     } else if ((rc = lock_writer(s, path, err)) != 0) {
         goto fail;
     }
-    if ((rc = env_open(s, path, o.nosync, err)) != 0 || (rc = load(s, err)) != 0)
+    if ((rc = env_open(s, path, o.nosync, err)) != 0 || (rc = load(s, o.origin, err)) != 0)
         goto fail;
     free(path);
     *out = s;
@@ -447,6 +563,11 @@ uint64_t store_head(const store *s)
     return s != NULL ? s->head : 0;
 }
 
+const char *store_origin(const store *s)
+{
+    return s != NULL ? s->origin : "";
+}
+
 uint64_t store_file_bytes(const store *s)
 {
     struct stat st;
@@ -461,10 +582,16 @@ uint64_t store_file_bytes(const store *s)
 typedef struct wctx {
     store *s;
     MDB_txn *txn;
-    MDB_cursor *cur[DB_DEDUP + 1]; /* events, by_source, by_target, by_type, dedup */
+    MDB_cursor *cur[DB_COUNT]; /* events .. batches (the hot path's databases) */
     uint64_t head;
     int64_t at;
+    uint64_t batch;     /* the last batch id assigned */
+    merkle_frontier fr; /* the tree's right edge at head */
+    kabar_error kerr;   /* a kabar error behind STORE_KERR */
 } wctx;
+
+#define HOT_FIRST DB_EVENTS
+#define HOT_LAST  DB_BATCHES
 
 static bool str_ok(kabar_str v, uint32_t max)
 {
@@ -492,7 +619,21 @@ static int check_entry(const store_entry *e, size_t i, kabar_error *err)
     if (bad != NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
                                "store_write: entry %zu: %s empty, too long or missing", i, bad);
+    const store_sigbatch *b = e->batch;
+    if (b != NULL &&
+        (b->n == 0 || b->n > STORE_BATCH_MAX || b->leaves == NULL || e->batch_index >= b->n))
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
+                               "store_write: entry %zu: signed batch of %u events%s with index %u "
+                               "(1 to %d events, index below the count)",
+                               i, b->n, b->leaves == NULL ? " without leaves" : "", e->batch_index,
+                               STORE_BATCH_MAX);
     return 0;
+}
+
+/* An owner is "" (nobody) or an agency id. */
+static bool owner_ok(const char *o)
+{
+    return o == NULL || o[0] == '\0' || kabar_agency_valid(o, strlen(o));
 }
 
 static int check_consumer(const store_consumer_update *c, size_t i, kabar_error *err)
@@ -502,6 +643,10 @@ static int check_consumer(const store_consumer_update *c, size_t i, kabar_error 
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
                                "store_write: consumer %zu: name empty or longer than %d bytes", i,
                                KABAR_MAX_ID_LEN);
+    if (!owner_ok(c->owner))
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
+                               "store_write: consumer %s: owner '%.40s' is not an agency id",
+                               c->name, c->owner);
     if (c->filter == NULL)
         return 0;
     mpr r;
@@ -537,6 +682,110 @@ static bool seen_target(const kabar_event *ev, uint32_t t)
     return false;
 }
 
+/* Keep a completed node of level >= 1 in `tree`. */
+static int tree_put(wctx *w, unsigned level, uint64_t index, const uint8_t hash[32])
+{
+    uint8_t kb[TREE_KEY];
+    store_tree_key(kb, level, index);
+    MDB_val k = {TREE_KEY, kb}, v = {32, (void *)hash};
+    /* Keys grow with every node created (store_tree_key), so append. */
+    return mdb_cursor_put(w->cur[DB_TREE], &k, &v, MDB_APPEND);
+}
+
+/*
+ * Append a leaf to the frontier (merkle_frontier_push) and put every node
+ * it completes into `tree`. On an error the frontier may be half-updated:
+ * the caller drops it with the transaction.
+ */
+static int hot_push(wctx *w, const uint8_t leaf[32])
+{
+    merkle_frontier *f = &w->fr;
+    if (f->size == UINT64_MAX)
+        return ENOSPC;
+    uint8_t h[32];
+    uint64_t index = f->size;
+    unsigned level = 0;
+    memcpy(h, leaf, 32);
+    while (index & 1) { /* a right child: its parent is now complete */
+        merkle_node_hash(f->hash[level], h, h);
+        index >>= 1;
+        level++;
+        int rc = tree_put(w, level, index, h);
+        if (rc != 0)
+            return rc;
+    }
+    memcpy(f->hash[level], h, 32);
+    f->size++;
+    return 0;
+}
+
+/* A node of the stored tree, read in the write transaction (level 0: a record's hash). */
+static int node_get(wctx *w, unsigned level, uint64_t index, uint8_t out[32])
+{
+    uint8_t kb[TREE_KEY];
+    MDB_val k, v;
+    int rc;
+    if (level == 0) {
+        put_be64(kb, index + 1);
+        k = (MDB_val){8, kb};
+        if ((rc = mdb_get(w->txn, w->s->dbi[DB_EVENTS], &k, &v)) == 0)
+            merkle_leaf_hash(v.mv_data, v.mv_size, out);
+    } else {
+        store_tree_key(kb, level, index);
+        k = (MDB_val){TREE_KEY, kb};
+        if ((rc = mdb_get(w->txn, w->s->dbi[DB_TREE], &k, &v)) == 0 && v.mv_size != 32)
+            rc = STORE_BADREC;
+        if (rc == 0)
+            memcpy(out, v.mv_data, 32);
+    }
+    if (rc == MDB_NOTFOUND) {
+        kabar_error_set(&w->kerr, KABAR_STORE,
+                        "cannot write to log at %s: its Merkle tree lacks node (level %u, index "
+                        "%llu) of a tree of %llu events (the log is damaged; check it with kabar "
+                        "audit verify)",
+                        w->s->dir, level, (unsigned long long)index,
+                        (unsigned long long)w->s->head);
+        return STORE_KERR;
+    }
+    return rc;
+}
+
+/* The frontier of the stored tree of `head` leaves: its O(log n) complete subtrees. */
+static int frontier_load(wctx *w)
+{
+    memset(&w->fr, 0, sizeof w->fr);
+    uint64_t start = 0, head = w->s->head;
+    for (int level = 63; level >= 0; level--) {
+        uint64_t width = (uint64_t)1 << level;
+        if (!(head & width))
+            continue;
+        int rc = node_get(w, (unsigned)level, start >> level, w->fr.hash[level]);
+        if (rc != 0)
+            return rc;
+        start += width;
+    }
+    w->fr.size = head;
+    return 0;
+}
+
+/* A signed batch's first stored event: give it the next id and keep it in `batches`. */
+static int put_batch(wctx *w, store_sigbatch *b)
+{
+    uint8_t kb[8];
+    put_be64(kb, w->batch + 1);
+    MDB_val k = {8, kb}, v = {BATCH_HDR + (size_t)b->n * 32, NULL};
+    int rc = mdb_cursor_put(w->cur[DB_BATCHES], &k, &v, MDB_APPEND | MDB_RESERVE);
+    if (rc != 0)
+        return rc;
+    uint8_t *p = v.mv_data;
+    memcpy(p, b->key, 32);
+    memcpy(p + 32, b->sig, 64);
+    put_be32(p + 96, b->n);
+    memcpy(p + BATCH_HDR, b->leaves, (size_t)b->n * 32);
+    b->id = ++w->batch;
+    return 0;
+}
+
 static int put_entry(wctx *w, store_entry *e)
 {
     const kabar_event *ev = e->ev;
@@ -558,10 +807,20 @@ static int put_entry(wctx *w, store_entry *e)
         e->seq = rec.seq;
         e->duplicate = true;
         e->received_at = rec.received_at;
+        e->batch_id = rec.batch;
+        merkle_leaf_hash(rec.raw, rec.raw_len, e->leaf_hash);
         return 0;
     }
     if (rc != MDB_NOTFOUND)
         return rc;
+    uint64_t bid = 0;
+    if (e->batch != NULL) {
+        /* The caller's object; store.h says it must be writable. */
+        store_sigbatch *b = (store_sigbatch *)e->batch;
+        if (b->id == 0 && (rc = put_batch(w, b)) != 0)
+            return rc;
+        bid = b->id;
+    }
     uint8_t sb[8];
     put_be64(sb, w->head + 1);
     MDB_val seq = {8, sb};
@@ -573,7 +832,12 @@ static int put_entry(wctx *w, store_entry *e)
     uint8_t *p = rv.mv_data;
     p[0] = STORE_FORMAT;
     put_be64(p + 1, (uint64_t)w->at);
+    put_be64(p + 9, bid);
+    put_be32(p + 17, bid != 0 ? e->batch_index : 0);
     memcpy(p + REC_HDR, e->bytes, e->len);
+    merkle_leaf_hash(p, rv.mv_size, e->leaf_hash);
+    if ((rc = hot_push(w, e->leaf_hash)) != 0)
+        return rc;
     if ((rc = put_index(w->cur[DB_SOURCE], ev->source.ptr, ev->source.len, &seq)) != 0 ||
         (rc = put_index(w->cur[DB_TYPE], ev->type.ptr, ev->type.len, &seq)) != 0)
         return rc;
@@ -589,10 +853,11 @@ static int put_entry(wctx *w, store_entry *e)
     e->seq = w->head;
     e->duplicate = false;
     e->received_at = w->at;
+    e->batch_id = bid;
     return 0;
 }
 
-/* Parse a consumer record: map {"acked", "created_at", "filter", "updated_at"}. */
+/* Parse a consumer record: map {"acked", "created_at", "filter", "owner", "updated_at"}. */
 int store__consumer_parse(const void *buf, size_t len, store_consumer *c)
 {
     mpr r;
@@ -605,6 +870,7 @@ int store__consumer_parse(const void *buf, size_t len, store_consumer *c)
     c->created_at = c->updated_at = 0;
     c->filter = (const uint8_t *)"\x80";
     c->filter_len = 1;
+    c->owner[0] = '\0';
     for (uint32_t i = 0, n = it.count; i < n; i++) {
         if (mpr_next(&r, &key, NULL) != 0 || key.kind != MPR_STR)
             return STORE_BADREC;
@@ -621,6 +887,13 @@ int store__consumer_parse(const void *buf, size_t len, store_consumer *c)
         } else if (KEY_IS("created_at") || KEY_IS("updated_at")) {
             rc = mpr_next(&r, &it, NULL) != 0 || it.kind != MPR_TIMESTAMP;
             *(KEY_IS("created_at") ? &c->created_at : &c->updated_at) = it.i;
+        } else if (KEY_IS("owner")) {
+            rc =
+                mpr_next(&r, &it, NULL) != 0 || it.kind != MPR_STR || it.len > KABAR_MAX_AGENCY_LEN;
+            if (rc == 0) {
+                memcpy(c->owner, it.str, it.len);
+                c->owner[it.len] = '\0';
+            }
         } else {
             rc = mpr_skip(&r, KABAR_MAX_DEPTH + 1, NULL);
         }
@@ -645,53 +918,93 @@ static int put_consumer(wctx *w, const store_consumer_update *u, int64_t now)
         old.filter = u->filter;
         old.filter_len = u->filter_len;
     }
+    if (u->owner != NULL)
+        snprintf(old.owner, sizeof old.owner, "%s", u->owner);
+    size_t olen = strlen(old.owner);
     msgpack_sbuffer_clear(&s->scratch);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &s->scratch, msgpack_sbuffer_write);
-    if (msgpack_pack_map(&pk, 4) != 0 || msgpack_pack_str_with_body(&pk, "acked", 5) != 0 ||
+    if (msgpack_pack_map(&pk, olen > 0 ? 5 : 4) != 0 ||
+        msgpack_pack_str_with_body(&pk, "acked", 5) != 0 ||
         msgpack_pack_uint64(&pk, u->acked) != 0 ||
         msgpack_pack_str_with_body(&pk, "created_at", 10) != 0 ||
-        ts_pack(&pk, old.created_at) != 0 || msgpack_pack_str_with_body(&pk, "filter", 6) != 0 ||
-        msgpack_sbuffer_write(&s->scratch, (const char *)old.filter, old.filter_len) != 0 ||
-        msgpack_pack_str_with_body(&pk, "updated_at", 10) != 0 || ts_pack(&pk, now) != 0)
+        store__ts_pack(&pk, old.created_at) != 0 ||
+        msgpack_pack_str_with_body(&pk, "filter", 6) != 0 ||
+        msgpack_sbuffer_write(&s->scratch, (const char *)old.filter, old.filter_len) != 0)
+        return ENOMEM;
+    if (olen > 0 && (msgpack_pack_str_with_body(&pk, "owner", 5) != 0 ||
+                     msgpack_pack_str_with_body(&pk, old.owner, olen) != 0))
+        return ENOMEM;
+    if (msgpack_pack_str_with_body(&pk, "updated_at", 10) != 0 || store__ts_pack(&pk, now) != 0)
         return ENOMEM;
     v = (MDB_val){s->scratch.size, s->scratch.data};
     return mdb_put(w->txn, s->dbi[DB_CONSUMERS], &k, &v, 0);
+}
+
+/* Every batch an entry points to is unassigned (before an attempt, and after a failed one). */
+static void batches_reset(store_entry *e, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].batch != NULL)
+            ((store_sigbatch *)e[i].batch)->id = 0;
+    }
 }
 
 /* One attempt at the whole write. *full: the map was too small. */
 static int write_once(store *s, store_entry *e, size_t n, const store_consumer_update *c, size_t nc,
                       int64_t now, bool *full, kabar_error *err)
 {
-    wctx w = {.s = s, .head = s->head};
-    w.at = now < s->last_received_at ? s->last_received_at : now;
-    int rc = store__txn_begin(s, 0, &w.txn);
-    for (int i = 0; rc == 0 && i <= DB_DEDUP; i++)
-        rc = mdb_cursor_open(w.txn, s->dbi[i], &w.cur[i]);
+    wctx *w = calloc(1, sizeof *w); /* 2 KiB of frontier: not on the broker's stack */
+    if (w == NULL)
+        return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
+    w->s = s;
+    w->head = s->head;
+    w->batch = s->last_batch;
+    w->at = now < s->last_received_at ? s->last_received_at : now;
+    batches_reset(e, n);
+    int rc = store__txn_begin(s, 0, &w->txn);
+    for (int i = HOT_FIRST; rc == 0 && i <= HOT_LAST; i++)
+        rc = mdb_cursor_open(w->txn, s->dbi[i], &w->cur[i]);
+    if (rc == 0 && n > 0) {
+        if (s->have_frontier && s->frontier.size == s->head)
+            w->fr = s->frontier;
+        else
+            rc = frontier_load(w);
+    }
     for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = put_entry(&w, &e[i]);
+        rc = put_entry(w, &e[i]);
     for (size_t i = 0; rc == 0 && i < nc; i++)
-        rc = put_consumer(&w, &c[i], now);
-    for (int i = 0; i <= DB_DEDUP; i++) {
-        if (w.cur[i] != NULL)
-            mdb_cursor_close(w.cur[i]);
+        rc = put_consumer(w, &c[i], now);
+    for (int i = HOT_FIRST; i <= HOT_LAST; i++) {
+        if (w->cur[i] != NULL)
+            mdb_cursor_close(w->cur[i]);
     }
     if (rc == 0) {
-        rc = mdb_txn_commit(w.txn);
-        w.txn = NULL;
+        rc = mdb_txn_commit(w->txn);
+        w->txn = NULL;
     }
     if (rc != 0) {
-        if (w.txn != NULL)
-            mdb_txn_abort(w.txn);
-        if (rc == MDB_MAP_FULL) {
+        if (w->txn != NULL)
+            mdb_txn_abort(w->txn);
+        batches_reset(e, n);
+        if (rc == MDB_MAP_FULL)
             *full = true;
-            return 0;
-        }
-        return store__fail(s, rc, "cannot write to", err);
+        else if (rc == STORE_KERR)
+            rc = kabar_error_set(err, w->kerr.code, "%s", w->kerr.message);
+        else
+            rc = store__fail(s, rc, "cannot write to", err);
+        free(w);
+        return *full ? 0 : rc;
     }
-    if (w.head != s->head)
-        s->last_received_at = w.at;
-    s->head = w.head;
+    if (w->head != s->head)
+        s->last_received_at = w->at;
+    s->head = w->head;
+    s->last_batch = w->batch;
+    if (n > 0) {
+        s->frontier = w->fr;
+        s->have_frontier = true;
+    }
+    free(w);
     return 0;
 }
 
@@ -720,5 +1033,39 @@ int store_write(store *s, store_entry *e, size_t n, const store_consumer_update 
             return rc;
         if ((rc = grow(s, err)) != 0)
             return rc;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Other write transactions: registry, checkpoints                          */
+
+int store__update(store *s, int (*fn)(store *s, MDB_txn *txn, void *arg, kabar_error *err),
+                  void *arg, kabar_error *err)
+{
+    if (s->readonly)
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "the log at %s is open read-only",
+                               s->dir);
+    for (;;) {
+        MDB_txn *txn;
+        kabar_error e = {0};
+        int rc = store__txn_begin(s, 0, &txn);
+        if (rc == 0) {
+            rc = fn(s, txn, arg, &e);
+            if (rc == 0)
+                rc = mdb_txn_commit(txn);
+            else
+                mdb_txn_abort(txn);
+        }
+        if (rc == STORE_KERR) {
+            if (err != NULL)
+                *err = e;
+            return e.code;
+        }
+        if (rc == MDB_MAP_FULL) {
+            if ((rc = grow(s, err)) != 0)
+                return rc;
+            continue;
+        }
+        return rc != 0 ? store__fail(s, rc, "cannot write to", err) : 0;
     }
 }

@@ -42,7 +42,7 @@ static int reader_load(store_reader *r)
 }
 
 /* Make sure r holds a snapshot: renew it when it was reset (refresh or remap). */
-static int reader_ready(store_reader *r, kabar_error *err)
+int store__reader_ready(store_reader *r, kabar_error *err)
 {
     if (r->s == NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
@@ -104,7 +104,7 @@ int store_reader_refresh(store_reader *r, kabar_error *err)
         mdb_txn_reset(r->txn);
         r->live = false;
     }
-    return reader_ready(r, err);
+    return store__reader_ready(r, err);
 }
 
 void store_reader_close(store_reader **rp)
@@ -139,7 +139,7 @@ int store_get(store_reader *r, uint64_t seq, store_record *rec, kabar_error *err
 {
     if (r == NULL || rec == NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_get: no reader");
-    int rc = reader_ready(r, err);
+    int rc = store__reader_ready(r, err);
     if (rc != 0)
         return rc;
     uint8_t kb[8];
@@ -169,7 +169,7 @@ static int64_t time_of(store_reader *r, uint64_t seq)
 
 uint64_t store_seq_at_time(store_reader *r, int64_t t)
 {
-    if (r == NULL || reader_ready(r, NULL) != 0)
+    if (r == NULL || store__reader_ready(r, NULL) != 0)
         return r != NULL ? r->head + 1 : 1;
     uint64_t lo = 1, hi = r->head + 1; /* answer in [lo, hi] */
     while (lo < hi) {
@@ -342,7 +342,7 @@ int store_iter_open(store_reader *r, const store_filter *f, store_iter **out, ka
 {
     if (r == NULL || out == NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_iter_open: no reader");
-    int rc = reader_ready(r, err);
+    int rc = store__reader_ready(r, err);
     if (rc != 0)
         return rc;
     store_filter none = {0};
@@ -425,7 +425,7 @@ int store_iter_next(store_iter *it, store_record *rec, kabar_error *err)
 {
     if (it == NULL || rec == NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_iter_next: no iterator");
-    int rc = reader_ready(it->r, err);
+    int rc = store__reader_ready(it->r, err);
     if (rc != 0)
         return rc;
     if (it->gen != it->r->gen && (rc = iter_build(it)) != 0)
@@ -488,7 +488,7 @@ int store_consumer_get(store_reader *r, const char *name, store_consumer *c, kab
 {
     if (r == NULL || name == NULL || c == NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_consumer_get: no reader");
-    int rc = reader_ready(r, err);
+    int rc = store__reader_ready(r, err);
     if (rc != 0)
         return rc;
     size_t n = strlen(name);
@@ -509,7 +509,7 @@ int store_consumer_each(store_reader *r, int (*fn)(void *arg, const store_consum
 {
     if (r == NULL || fn == NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_consumer_each: no reader");
-    int rc = reader_ready(r, err);
+    int rc = store__reader_ready(r, err);
     if (rc != 0)
         return rc;
     MDB_cursor *cur;
