@@ -20,15 +20,18 @@
 #include "kabar.h"
 
 typedef struct kabard_config {
-    const char *data;   /* --data DIR, KABAR_DATA: the log's directory (required) */
-    const char *listen; /* --listen ENDPOINT, KABAR_LISTEN */
-    bool insecure;      /* --insecure: accept plaintext (the only transport for now) */
-    const char *schema; /* --schema FILE, KABAR_SCHEMA; NULL: the built-in registry */
-    uint64_t max_size;  /* --max-size BYTES: the log's size limit, 0 = the disk's */
-    bool unsafe_nosync; /* --unsafe-nosync: benchmarks only, acks before the disk has it */
-    int log_level;      /* --log-level: a klog_level */
-    bool help;          /* --help */
-    bool version;       /* --version */
+    const char *data;         /* --data DIR, KABAR_DATA: the log's directory (required) */
+    const char *listen;       /* --listen ENDPOINT, KABAR_LISTEN */
+    bool insecure;            /* --insecure: plaintext, no keys (ipc:// or loopback only) */
+    const char *origin;       /* --origin NAME, KABAR_ORIGIN: checkpoint origin of a new log */
+    long checkpoint_interval; /* --checkpoint-interval SECONDS */
+    long checkpoint_events;   /* --checkpoint-events N */
+    const char *schema;       /* --schema FILE, KABAR_SCHEMA; NULL: the built-in registry */
+    uint64_t max_size;        /* --max-size BYTES: the log's size limit, 0 = the disk's */
+    bool unsafe_nosync;       /* --unsafe-nosync: benchmarks only, acks before the disk has it */
+    int log_level;            /* --log-level: a klog_level */
+    bool help;                /* --help */
+    bool version;             /* --version */
 } kabard_config;
 
 /* Looks up an environment variable; getenv in kabard, a fake in tests. */
@@ -44,8 +47,17 @@ typedef const char *(*config_getenv_fn)(const char *name);
  */
 int config_parse(kabard_config *c, int argc, char **argv, config_getenv_fn env, kabar_error *err);
 
-/* Required settings present: KABAR_INVALID_ARGUMENT saying what to pass otherwise. */
+/*
+ * Required settings present, and --insecure only on an endpoint nobody else
+ * can reach: KABAR_INVALID_ARGUMENT saying what to pass otherwise.
+ */
 int config_check(const kabard_config *c, kabar_error *err);
+
+/*
+ * May a plaintext endpoint be bound? True for ipc://, inproc:// and tcp://
+ * on a loopback address: 127.0.0.0/8, [::1], localhost.
+ */
+bool config_endpoint_local(const char *endpoint);
 
 /* The usage text with one line per table row, as --help prints it. */
 void config_usage(FILE *out);

@@ -46,6 +46,9 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_size, 0);
     assert_false(c.unsafe_nosync);
     assert_int_equal(c.log_level, KLOG_INFO);
+    assert_null(c.origin);
+    assert_int_equal(c.checkpoint_interval, 60);
+    assert_int_equal(c.checkpoint_events, 10000);
     assert_int_equal(config_check(&c, &e), KABAR_INVALID_ARGUMENT);
     assert_non_null(strstr(e.message, "--data"));
     assert_non_null(strstr(e.message, "KABAR_DATA"));
@@ -60,6 +63,15 @@ static void test_env_then_flags(void **state)
     assert_string_equal(c.listen, "tcp://0.0.0.0:9000");
     assert_string_equal(c.schema, "/env/schema.json");
     assert_true(c.insecure);
+    /* Plaintext on every interface is refused, naming the endpoint and the way out. */
+    assert_int_equal(config_check(&c, &e), KABAR_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.message, "tcp://0.0.0.0:9000"));
+    assert_non_null(strstr(e.message, "loopback"));
+    assert_int_equal(PARSE(&c, &e, fake_env, "--insecure", "--listen", "ipc:///tmp/k.sock"), 0);
+    assert_int_equal(config_check(&c, &e), 0);
+    /* Without --insecure (secure by default) any endpoint is fine. */
+    assert_int_equal(PARSE(&c, &e, fake_env), 0);
+    assert_false(c.insecure);
     assert_int_equal(config_check(&c, &e), 0);
 
     /* A flag beats its variable; both --name VALUE and --name=VALUE work. */
@@ -93,6 +105,39 @@ static void test_mistakes(void **state)
     /* --help works without the required settings. */
     assert_int_equal(PARSE(&c, &e, NULL, "--help"), 0);
     assert_true(c.help);
+}
+
+static void test_insecure_endpoints(void **state)
+{
+    const char *local[] = {"ipc:///run/kabar/kabard.sock",
+                           "tcp://127.0.0.1:7450",
+                           "tcp://127.0.0.1:*",
+                           "tcp://127.1.2.3:9",
+                           "tcp://localhost:7450",
+                           "tcp://[::1]:7450"};
+    const char *remote[] = {"tcp://0.0.0.0:7450",        "tcp://*:7450",
+                            "tcp://10.0.0.5:7450",       "tcp://eth0:7450",
+                            "tcp://128.0.0.1:7450",      "tcp://127.0.0.1.evil:1",
+                            "tcp://[::]:7450",           "tcp://localhost.x:1",
+                            "pgm://eth0;239.1.1.1:5555", "tcp://1.2.3.4;127.0.0.1:7450"};
+    for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)
+        assert_true(config_endpoint_local(local[i]));
+    for (size_t i = 0; i < sizeof remote / sizeof remote[0]; i++)
+        assert_false(config_endpoint_local(remote[i]));
+}
+
+static void test_checkpoint_flags(void **state)
+{
+    kabard_config c;
+    kabar_error e = {0};
+    assert_int_equal(PARSE(&c, &e, NULL, "--checkpoint-interval", "5", "--checkpoint-events=100",
+                           "--origin", "kabar.padang.go.id/log"),
+                     0);
+    assert_int_equal(c.checkpoint_interval, 5);
+    assert_int_equal(c.checkpoint_events, 100);
+    assert_string_equal(c.origin, "kabar.padang.go.id/log");
+    assert_int_equal(PARSE(&c, &e, NULL, "--checkpoint-interval", "0"), KABAR_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.message, "--checkpoint-interval"));
 }
 
 static void test_bytes(void **state)
@@ -142,6 +187,8 @@ int main(void)
         cmocka_unit_test(test_env_then_flags),
         cmocka_unit_test(test_mistakes),
         cmocka_unit_test(test_bytes),
+        cmocka_unit_test(test_insecure_endpoints),
+        cmocka_unit_test(test_checkpoint_flags),
         cmocka_unit_test(test_usage_lists_every_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

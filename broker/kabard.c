@@ -3,10 +3,13 @@
  * signals, then the server's loop until SIGTERM or SIGINT.
  *
  * Start-up order, each step a reason to refuse to start (exit 2):
- * configuration, plaintext acknowledged (--insecure), data directory
+ * configuration (--insecure only on ipc:// or loopback), data directory
  * created, the directory's lock taken (DIR/kabard.pid), schema loaded, log
- * opened, socket bound; then DIR/kabard.endpoint is written and the
- * KABARD-READY line logged. A clean stop removes kabard.endpoint, empties
+ * opened, the broker key loaded or created (DIR/broker.key, 0600; its
+ * public key DIR/broker.pub, which clients pin, and the checkpoint verifier
+ * key DIR/broker.vkey, rewritten at every start), socket bound (CURVE and
+ * the ZAP handler unless --insecure); then DIR/kabard.endpoint is written
+ * and the KABARD-READY line logged. A clean stop removes kabard.endpoint, empties
  * kabard.pid, logs KABARD-STOP and exits 0; a failure while running exits 1.
  * Operators' manual: docs/OPERATIONS.md.
  */
@@ -22,7 +25,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "dirlock.h"
+#include "kkey.h"
 #include "klog.h"
 #include "opttab.h"
 #include "config.h"
@@ -78,16 +83,16 @@ static int make_dirs(const char *dir, kabar_error *err)
     return 0;
 }
 
-/* DIR/kabard.endpoint, written to a temporary file and renamed into place. */
-static int write_endpoint(const char *dir, const char *endpoint, kabar_error *err)
+/* DIR/NAME holding `line` and a newline, written to a temporary file and renamed into place. */
+static int write_line(const char *dir, const char *name, const char *line, kabar_error *err)
 {
     char tmp[PATH_MAX], path[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s/kabard.endpoint.tmp", dir);
-    snprintf(path, sizeof path, "%s/kabard.endpoint", dir);
+    snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, name);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(tmp, "w");
     if (f == NULL)
         return kabar_error_set(err, KABAR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    int bad = fprintf(f, "%s\n", endpoint) < 0;
+    int bad = fprintf(f, "%s\n", line) < 0;
     bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
     bad |= fclose(f) != 0;
     if (bad || rename(tmp, path) != 0) {
@@ -96,6 +101,38 @@ static int write_endpoint(const char *dir, const char *endpoint, kabar_error *er
         return kabar_error_set(err, KABAR_IO, "cannot write %s: %s", path, strerror(en));
     }
     return 0;
+}
+
+/*
+ * The broker's identity: DIR/broker.key, created on first start (kkey_save
+ * writes FILE.pub beside it; it becomes DIR/broker.pub).
+ */
+static int broker_key(const char *dir, kkey *k, bool *created, kabar_error *err)
+{
+    char path[PATH_MAX], pub[PATH_MAX + 8], dst[PATH_MAX];
+    snprintf(path, sizeof path, "%s/broker.key", dir);
+    int rc = kkey_load(k, path, err);
+    *created = false;
+    if (rc != KABAR_NOT_FOUND)
+        return rc;
+    if ((rc = kkey_generate(k, err)) != 0 || (rc = kkey_save(k, path, false, err)) != 0)
+        return rc;
+    snprintf(pub, sizeof pub, "%s.pub", path);
+    snprintf(dst, sizeof dst, "%s/broker.pub", dir);
+    if (rename(pub, dst) != 0)
+        unlink(pub); /* broker.pub is written again below */
+    *created = true;
+    return 0;
+}
+
+/* DIR/broker.pub and DIR/broker.vkey from the key in use, so they never disagree with it. */
+static int publish_keys(const char *dir, const kkey *k, const server *sv, kabar_error *err)
+{
+    char pub[KKEY_TEXT_MAX], vkey[CHECKPOINT_VKEY_MAX];
+    kkey_public_text(k->pk, pub);
+    checkpoint_verifier_format(server_checkpoint_verifier(sv), vkey);
+    int rc = write_line(dir, "broker.pub", pub, err);
+    return rc ? rc : write_line(dir, "broker.vkey", vkey, err);
 }
 
 static void remove_endpoint(const char *dir)
@@ -144,12 +181,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "kabard: %s\n", err.message);
         return EXIT_USAGE;
     }
-    if (!cfg.insecure) {
-        fprintf(stderr, "kabard: refusing to listen without encryption: CURVE is not available "
-                        "in this version; pass --insecure to accept plaintext (development, "
-                        "loopback only)\n");
-        return EXIT_USAGE;
-    }
     klog_init("kabard", 2, (klog_level)cfg.log_level);
     if (install_signals() != 0) {
         kabar_error_set(&err, KABAR_IO, "%s", strerror(errno));
@@ -161,6 +192,9 @@ int main(int argc, char **argv)
     const kabar_schema *schema = NULL;
     store *st = NULL;
     server *sv = NULL;
+    kkey key;
+    bool key_created = false;
+    memset(&key, 0, sizeof key);
     if (make_dirs(cfg.data, &err) != 0 ||
         dirlock_take(cfg.data, "kabard.pid", "kabard", &lock_fd, &err) != 0) {
         fail(EXIT_USAGE, "", &err);
@@ -171,26 +205,51 @@ int main(int argc, char **argv)
         fail(EXIT_USAGE, "cannot load the schema registry: ", &err);
         goto out;
     }
-    store_opts so = {.max_bytes = cfg.max_size, .nosync = cfg.unsafe_nosync};
+    store_opts so = {.max_bytes = cfg.max_size, .nosync = cfg.unsafe_nosync, .origin = cfg.origin};
     if (store_open(&st, cfg.data, &so, &err) != 0) {
         fail(EXIT_USAGE, "cannot open the log: ", &err);
         goto out;
     }
-    server_opts sopts = {.listen = cfg.listen, .store = st, .schema = schema, .data_dir = cfg.data};
-    if (server_new(&sv, &sopts, &err) != 0 ||
-        write_endpoint(cfg.data, server_endpoint(sv), &err) != 0) {
+    if (broker_key(cfg.data, &key, &key_created, &err) != 0) {
+        fail(EXIT_USAGE, "cannot load the broker key: ", &err);
+        goto out;
+    }
+    server_opts sopts = {.listen = cfg.listen,
+                         .store = st,
+                         .schema = schema,
+                         .data_dir = cfg.data,
+                         .key = &key,
+                         .insecure = cfg.insecure,
+                         .checkpoint_interval_ms = (int64_t)cfg.checkpoint_interval * 1000,
+                         .checkpoint_events = (uint64_t)cfg.checkpoint_events};
+    if (server_new(&sv, &sopts, &err) != 0 || publish_keys(cfg.data, &key, sv, &err) != 0 ||
+        write_line(cfg.data, "kabard.endpoint", server_endpoint(sv), &err) != 0) {
         fail(EXIT_USAGE, "", &err);
         goto out;
     }
+    char kid[KKEY_ID_TEXT];
+    kkey_id_text(key.pk, kid);
+    if (key_created)
+        klog(KLOG_INFO, "KABARD-KEY",
+             "created the broker key %s/broker.key (key id %s); clients pin %s/broker.pub",
+             cfg.data, kid, cfg.data);
     if (cfg.unsafe_nosync)
         klog(KLOG_WARN, "KABARD-NOSYNC",
              "--unsafe-nosync: commits are not synced, acked events can be lost in a crash");
-    klog(KLOG_WARN, "KABARD-INSECURE",
-         "plaintext transport (--insecure): anyone who can reach "
-         "%s can publish and read",
-         server_endpoint(sv));
-    klog(KLOG_INFO, "KABARD-READY", "listening on %s (data %s, head seq %" PRIu64 ")",
-         server_endpoint(sv), cfg.data, store_head(st));
+    if (cfg.insecure)
+        klog(KLOG_WARN, "KABARD-INSECURE",
+             "plaintext transport (--insecure): whoever can reach %s can publish as any agency "
+             "and read everything",
+             server_endpoint(sv));
+    else if (server_valid_keys(sv) == 0)
+        klog(KLOG_WARN, "KABARD-NO-KEYS",
+             "the registry holds no valid key, so nobody can connect: register an agency with "
+             "kabar agency add --data %s (see docs/SECURITY.md)",
+             cfg.data);
+    klog(KLOG_INFO, "KABARD-READY",
+         "listening on %s (%s, broker key %s, data %s, origin %s, head seq %" PRIu64 ")",
+         server_endpoint(sv), cfg.insecure ? "plaintext" : "CURVE", kid, cfg.data, store_origin(st),
+         store_head(st));
 
     rc = server_run(sv, &stop_flag, &err);
     server_stats stats;
@@ -215,6 +274,7 @@ out:
     server_destroy(&sv);
     store_close(&st);
     kabar_schema_destroy(&own_schema);
+    kkey_wipe(&key);
     if (lock_fd >= 0)
         close(lock_fd);
     return exit_code;

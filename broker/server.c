@@ -35,8 +35,17 @@
  * cannot overflow that queue: the credit a client grants (at most
  * SUBS_MAX_CREDIT per subscription) bounds the EVT messages in flight, and
  * ZMQ_SNDHWM is set above SUBS_MAX_PER_PEER * SUBS_MAX_CREDIT.
+ *
+ * Trust (PROTOCOL.md "Principals"). Each message's principal comes from
+ * the User-Id ZeroMQ attaches to it after the ZAP handler (auth.c) admitted
+ * the connection's CURVE key; it is looked up in the in-memory registry at
+ * every message, so a key revoked while connected stops working with its
+ * next message. A signed PUB costs one Ed25519 verification whatever its
+ * size: every event frame is hashed once (the batch tree's leaf), the root
+ * is checked against the signature, and the leaves go to the store with
+ * the entries (store_sigbatch), which keeps them as the batch's proof.
  */
-#include "server.h"
+#include "server_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -45,97 +54,22 @@
 #include <string.h>
 #include <time.h>
 
-#include <msgpack.h>
-#include <zmq.h>
-
+#include "batchsig.h"
 #include "klog.h"
-#include "config.h"
-#include "subs.h"
-#include "wire.h"
+#include "merkle.h"
 
-#define TURN_EVENTS  4096                            /* events read per turn, then commit */
-#define TURN_SLOTS   (TURN_EVENTS + KABAR_MAX_BATCH) /* a PUB is read whole */
-#define TURN_MSGS    8192                            /* messages read per turn */
-#define TURN_BYTES   (64u << 20)                     /* event bytes held per turn */
-#define TURN_UPDATES 4096                            /* consumer positions per commit */
-#define MAX_FRAME    (4 * KABAR_MAX_EVENT_BYTES)     /* ZMQ_MAXMSGSIZE: larger drops the peer */
+#define MAX_FRAME    (4 * KABAR_MAX_EVENT_BYTES) /* ZMQ_MAXMSGSIZE: larger drops the peer */
 #define SNDHWM       (2 * SUBS_MAX_PER_PEER * SUBS_MAX_CREDIT)
 #define RCVHWM       10000
 #define LINGER_MS    1000
 #define TIMER_MS     1000
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 
-/* An event's outcome before the ACK: an entry of the commit, or a failure. */
-typedef struct slot {
-    int code; /* KABAR_OK: entries[ix]; else errs[ix] */
-    uint32_t ix;
-} slot;
-
-/* A PUB message of the turn, waiting for its ACK. */
-typedef struct pub {
-    zmq_msg_t rid;
-    uint64_t batch;
-    uint32_t first; /* slots[first .. first+n) */
-    uint32_t n;
-} pub;
-
-struct server {
-    void *ctx;
-    void *sock;
-    char endpoint[256];
-    const char *data_dir;
-    store *st;
-    store_reader *rd;
-    bool rd_stale;
-    const kabar_schema *schema;
-    subs *subs;
-    int64_t started_ms;
-    int64_t next_timer_ms;
-    server_stats stats;
-
-    /* The turn. */
-    zmq_msg_t *frames; /* frames[i] holds entries[i]'s bytes */
-    kabar_event *evs;
-    store_entry *entries;
-    size_t nentries;
-    slot *slots;
-    size_t nslots;
-    kabar_error *errs;
-    size_t nerrs;
-    pub *pubs;
-    size_t npubs;
-    size_t nmsgs;
-    size_t nbytes;
-    subs_fresh *fresh;
-    size_t nfresh;
-    store_consumer_update *ups;
-    kabar_buf filters;
-    kabar_error commit_err; /* code != 0: this turn's commit failed */
-    kabar_buf out;          /* a reply being encoded */
-
-    klog_limit lim_bad, lim_reject, lim_store, lim_relay;
-};
-
-static int64_t mono_ms(void)
+int64_t server_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* The peer's routing id as hex for log lines (at most 16 bytes shown). */
-static const char *hex_rid(const void *rid, size_t len, char out[40])
-{
-    static const char digits[] = "0123456789abcdef";
-    const uint8_t *b = rid;
-    size_t n = len < 16 ? len : 16, j = 0;
-    for (size_t i = 0; i < n; i++) {
-        out[j++] = digits[b[i] >> 4];
-        out[j++] = digits[b[i] & 15];
-    }
-    if (n < len)
-        out[j++] = '+';
-    out[j] = '\0';
-    return out;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -154,21 +88,9 @@ static void send_to(server *sv, const void *rid, size_t rid_len, const kabar_buf
         zmq_send(sv->sock, payload, plen, ZMQ_DONTWAIT);
 }
 
-static void send_hdr(server *sv, const peer *p, const kabar_buf *hdr)
+void server_send_hdr(server *sv, const peer *p, const kabar_buf *hdr)
 {
     send_to(sv, p->rid, p->rid_len, hdr, NULL, 0, false);
-}
-
-/* ERR [id, CODE, text] to a peer, and a rate-limited log line about it. */
-static void send_err(server *sv, const peer *p, uint64_t id, const char *what, const kabar_error *e)
-{
-    char hex[40];
-    sv->stats.bad_msgs++;
-    klog_limited(&sv->lim_bad, mono_ms(), KLOG_INFO, "KABARD-BAD-MSG",
-                 "peer %s: %s answered with ERR %s: %s", hex_rid(p->rid, p->rid_len, hex), what,
-                 kabar_errname(e->code), e->message);
-    if (wire_enc_err(&sv->out, id, e->code, e->message) == 0)
-        send_hdr(sv, p, &sv->out);
 }
 
 static int sink_evt(void *arg, const sub *s, uint32_t count, const void *payload, size_t len)
@@ -180,12 +102,12 @@ static int sink_evt(void *arg, const sub *s, uint32_t count, const void *payload
     return rc;
 }
 
-static int sink_end(void *arg, const sub *s, uint64_t last)
+int server_sink_end(void *arg, const sub *s, uint64_t last)
 {
     server *sv = arg;
     int rc = wire_enc_cmd1(&sv->out, WIRE_END, s->id, last);
     if (rc == 0)
-        send_hdr(sv, s->peer, &sv->out);
+        server_send_hdr(sv, s->peer, &sv->out);
     return rc;
 }
 
@@ -198,14 +120,20 @@ static int alloc_turn(server *sv)
     sv->evs = malloc(TURN_SLOTS * sizeof *sv->evs);
     sv->entries = malloc(TURN_SLOTS * sizeof *sv->entries);
     sv->slots = malloc(TURN_SLOTS * sizeof *sv->slots);
+    sv->leaves = malloc(TURN_SLOTS * sizeof *sv->leaves);
     sv->errs = malloc(TURN_SLOTS * sizeof *sv->errs);
     sv->pubs = malloc(TURN_SLOTS * sizeof *sv->pubs);
     sv->fresh = malloc(TURN_SLOTS * sizeof *sv->fresh);
     sv->ups = malloc(TURN_UPDATES * sizeof *sv->ups);
-    return sv->frames && sv->evs && sv->entries && sv->slots && sv->errs && sv->pubs && sv->fresh &&
-                   sv->ups
+    return sv->frames && sv->evs && sv->entries && sv->slots && sv->leaves && sv->errs &&
+                   sv->pubs && sv->fresh && sv->ups
                ? 0
                : KABAR_NO_MEMORY;
+}
+
+static int zerr(kabar_error *err, const char *what)
+{
+    return kabar_error_set(err, KABAR_IO, "cannot %s: %s", what, zmq_strerror(zmq_errno()));
 }
 
 static int set_opt(server *sv, int opt, int val, const char *name, kabar_error *err)
@@ -216,17 +144,33 @@ static int set_opt(server *sv, int opt, int val, const char *name, kabar_error *
                            zmq_strerror(zmq_errno()));
 }
 
-static int open_socket(server *sv, const char *listen, kabar_error *err)
+/* CURVE server with the broker's key, ZAP domain "kabar", the handler bound first. */
+static int set_curve(server *sv, const kkey *key, kabar_error *err)
+{
+    sv->zap = zmq_socket(sv->ctx, ZMQ_REP);
+    if (sv->zap == NULL)
+        return zerr(err, "create the ZAP socket");
+    int linger = 0;
+    zmq_setsockopt(sv->zap, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(sv->zap, ZAP_ENDPOINT) != 0)
+        return zerr(err, "bind the ZAP handler at " ZAP_ENDPOINT);
+    int one = 1;
+    if (zmq_setsockopt(sv->sock, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+        zmq_setsockopt(sv->sock, ZMQ_CURVE_SECRETKEY, key->curve_sk, 32) != 0 ||
+        zmq_setsockopt(sv->sock, ZMQ_ZAP_DOMAIN, "kabar", 5) != 0)
+        return zerr(err, "make the socket a CURVE server (is libzmq built with libsodium?)");
+    return 0;
+}
+
+static int open_socket(server *sv, const server_opts *o, kabar_error *err)
 {
     int rc;
     sv->ctx = zmq_ctx_new();
     if (sv->ctx == NULL)
-        return kabar_error_set(err, KABAR_IO, "cannot create a ZeroMQ context: %s",
-                               zmq_strerror(zmq_errno()));
+        return zerr(err, "create a ZeroMQ context");
     sv->sock = zmq_socket(sv->ctx, ZMQ_ROUTER);
     if (sv->sock == NULL)
-        return kabar_error_set(err, KABAR_IO, "cannot create the ROUTER socket: %s",
-                               zmq_strerror(zmq_errno()));
+        return zerr(err, "create the ROUTER socket");
     int64_t maxmsg = MAX_FRAME;
     if ((rc = set_opt(sv, ZMQ_SNDHWM, SNDHWM, "ZMQ_SNDHWM", err)) != 0 ||
         (rc = set_opt(sv, ZMQ_RCVHWM, RCVHWM, "ZMQ_RCVHWM", err)) != 0 ||
@@ -234,14 +178,15 @@ static int open_socket(server *sv, const char *listen, kabar_error *err)
         (rc = set_opt(sv, ZMQ_ROUTER_MANDATORY, 0, "ZMQ_ROUTER_MANDATORY", err)) != 0)
         return rc;
     if (zmq_setsockopt(sv->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0)
-        return kabar_error_set(err, KABAR_IO, "cannot set ZMQ_MAXMSGSIZE: %s",
-                               zmq_strerror(zmq_errno()));
-    if (zmq_bind(sv->sock, listen) != 0)
-        return kabar_error_set(err, KABAR_IO, "cannot listen on %s: %s (check --listen)", listen,
+        return zerr(err, "set ZMQ_MAXMSGSIZE");
+    if (sv->secure && (rc = set_curve(sv, o->key, err)) != 0)
+        return rc;
+    if (zmq_bind(sv->sock, o->listen) != 0)
+        return kabar_error_set(err, KABAR_IO, "cannot listen on %s: %s (check --listen)", o->listen,
                                zmq_strerror(zmq_errno()));
     size_t len = sizeof sv->endpoint;
     if (zmq_getsockopt(sv->sock, ZMQ_LAST_ENDPOINT, sv->endpoint, &len) != 0)
-        snprintf(sv->endpoint, sizeof sv->endpoint, "%s", listen);
+        snprintf(sv->endpoint, sizeof sv->endpoint, "%s", o->listen);
     return 0;
 }
 
@@ -253,16 +198,20 @@ int server_new(server **out, const server_opts *opts, kabar_error *err)
     int rc;
     sv->st = opts->store;
     sv->schema = opts->schema;
+    sv->secure = !opts->insecure;
     sv->data_dir = opts->data_dir ? opts->data_dir : "";
-    sv->started_ms = mono_ms();
+    sv->started_ms = server_mono_ms();
     sv->next_timer_ms = sv->started_ms + TIMER_MS;
     if (alloc_turn(sv) != 0) {
         rc = kabar_error_set(err, KABAR_NO_MEMORY, "cannot allocate the server's turn buffers");
         goto fail;
     }
     if ((rc = subs_new(&sv->subs, err)) != 0 ||
-        (rc = store_reader_open(sv->st, &sv->rd, err)) != 0 ||
-        (rc = open_socket(sv, opts->listen, err)) != 0)
+        (rc = store_reader_open(sv->st, &sv->rd, err)) != 0 || (rc = auth_new(&sv->au, err)) != 0 ||
+        (rc = auth_load(sv->au, sv->rd, err)) != 0 ||
+        (rc = ckpt_new(&sv->ck, opts->key, store_origin(sv->st), opts->checkpoint_interval_ms,
+                       opts->checkpoint_events, sv->rd, sv->started_ms, err)) != 0 ||
+        (rc = open_socket(sv, opts, err)) != 0)
         goto fail;
     *out = sv;
     return 0;
@@ -281,6 +230,16 @@ void server_get_stats(const server *sv, server_stats *st)
     *st = sv->stats;
 }
 
+size_t server_valid_keys(const server *sv)
+{
+    return auth_count_valid(sv->au, kabar_now());
+}
+
+const checkpoint_verifier *server_checkpoint_verifier(const server *sv)
+{
+    return ckpt_verifier(sv->ck);
+}
+
 void server_destroy(server **svp)
 {
     server *sv = svp ? *svp : NULL;
@@ -288,14 +247,19 @@ void server_destroy(server **svp)
         return;
     if (sv->sock != NULL)
         zmq_close(sv->sock); /* ZMQ_LINGER gives queued replies their second */
+    if (sv->zap != NULL)
+        zmq_close(sv->zap);
     if (sv->ctx != NULL)
         zmq_ctx_term(sv->ctx);
+    ckpt_destroy(&sv->ck);
+    auth_destroy(&sv->au);
     store_reader_close(&sv->rd);
     subs_destroy(&sv->subs);
     free(sv->frames);
     free(sv->evs);
     free(sv->entries);
     free(sv->slots);
+    free(sv->leaves);
     free(sv->errs);
     free(sv->pubs);
     free(sv->fresh);
@@ -306,13 +270,12 @@ void server_destroy(server **svp)
     *svp = NULL;
 }
 
-/* The read snapshot, moved to the newest commit when one happened since. */
-static store_reader *reader(server *sv)
+store_reader *server_reader(server *sv)
 {
     if (sv->rd_stale) {
         kabar_error e;
         if (store_reader_refresh(sv->rd, &e) != 0) {
-            klog_limited(&sv->lim_store, mono_ms(), KLOG_WARN, "KABARD-STORE-FAIL",
+            klog_limited(&sv->lim_store, server_mono_ms(), KLOG_WARN, "KABARD-STORE-FAIL",
                          "cannot refresh the log reader: %s", e.message);
             return NULL;
         }
@@ -322,284 +285,7 @@ static store_reader *reader(server *sv)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Read phase: queries                                                      */
-
-static int pack_key(msgpack_packer *pk, const char *k)
-{
-    return msgpack_pack_str_with_body(pk, k, strlen(k));
-}
-
-/* Start a reply header [1, CMD, id, <map follows>]; the caller packs the map. */
-static int reply_begin(server *sv, msgpack_packer *pk, const char *cmd, uint64_t id)
-{
-    sv->out.len = 0;
-    wire_packer_init(pk, &sv->out);
-    int rc = msgpack_pack_array(pk, 4);
-    rc = rc ? rc : msgpack_pack_uint64(pk, KABAR_PROTOCOL_VERSION);
-    rc = rc ? rc : pack_key(pk, cmd);
-    rc = rc ? rc : msgpack_pack_uint64(pk, id);
-    return rc;
-}
-
-static void on_head(server *sv, peer *p, uint64_t id)
-{
-    store_reader *rd = reader(sv);
-    kabar_error e;
-    if (rd == NULL) {
-        kabar_error_set(&e, KABAR_STORE, "cannot read the log; see the broker's log");
-        send_err(sv, p, id, "HEAD", &e);
-        return;
-    }
-    uint64_t head = store_reader_head(rd);
-    store_record rec;
-    bool has_last = head > 0 && store_get(rd, head, &rec, &e) == 0;
-    msgpack_packer pk;
-    int rc = reply_begin(sv, &pk, "HEADOK", id);
-    rc = rc ? rc : msgpack_pack_map(&pk, has_last ? 3 : 2);
-    rc = rc ? rc : pack_key(&pk, "count");
-    rc = rc ? rc : msgpack_pack_uint64(&pk, store_reader_count(rd));
-    if (has_last) {
-        rc = rc ? rc : pack_key(&pk, "last_received_at");
-        rc = rc ? rc : wire_pack_time(&pk, rec.received_at);
-    }
-    rc = rc ? rc : pack_key(&pk, "seq");
-    rc = rc ? rc : msgpack_pack_uint64(&pk, head);
-    if (rc == 0)
-        send_hdr(sv, p, &sv->out);
-}
-
-typedef struct status_ctx {
-    server *sv;
-    msgpack_packer *pk;
-    uint64_t head;
-    uint32_t n;
-    int rc;
-} status_ctx;
-
-static int count_consumer(void *arg, const store_consumer *c)
-{
-    ((status_ctx *)arg)->n++;
-    return 0;
-}
-
-static int pack_consumer(void *arg, const store_consumer *c)
-{
-    status_ctx *x = arg;
-    msgpack_packer *pk = x->pk;
-    const sub *live = subs_find_durable(x->sv->subs, c->name, strlen(c->name));
-    uint64_t acked = live != NULL && live->acked > c->acked ? live->acked : c->acked;
-    int rc = msgpack_pack_map(pk, 4);
-    rc = rc ? rc : pack_key(pk, "acked");
-    rc = rc ? rc : msgpack_pack_uint64(pk, acked);
-    rc = rc ? rc : pack_key(pk, "connected");
-    rc = rc ? rc : (live != NULL ? msgpack_pack_true(pk) : msgpack_pack_false(pk));
-    rc = rc ? rc : pack_key(pk, "lag");
-    rc = rc ? rc : msgpack_pack_uint64(pk, x->head > acked ? x->head - acked : 0);
-    rc = rc ? rc : pack_key(pk, "name");
-    rc = rc ? rc : pack_key(pk, c->name);
-    x->rc = rc;
-    return rc;
-}
-
-static void on_status(server *sv, peer *p, uint64_t id)
-{
-    store_reader *rd = reader(sv);
-    kabar_error e;
-    if (rd == NULL) {
-        kabar_error_set(&e, KABAR_STORE, "cannot read the log; see the broker's log");
-        send_err(sv, p, id, "STATUS", &e);
-        return;
-    }
-    msgpack_packer pk;
-    status_ctx x = {.sv = sv, .pk = &pk, .head = store_reader_head(rd)};
-    if (store_consumer_each(rd, count_consumer, &x, &e) != 0) {
-        send_err(sv, p, id, "STATUS", &e);
-        return;
-    }
-    const server_stats *st = &sv->stats;
-    int rc = reply_begin(sv, &pk, "STATUSOK", id);
-    rc = rc ? rc : msgpack_pack_map(&pk, 11);
-    rc = rc ? rc : pack_key(&pk, "consumers");
-    rc = rc ? rc : msgpack_pack_array(&pk, x.n);
-    if (rc == 0 && x.n > 0 && (store_consumer_each(rd, pack_consumer, &x, &e) != 0 || x.rc != 0))
-        rc = -1;
-    struct {
-        const char *k;
-        uint64_t v;
-    } nums[] = {
-        {"count", store_reader_count(rd)},
-        {"duplicates", st->duplicates},
-        {"head", x.head},
-        {"log_bytes", store_file_bytes(sv->st)},
-        {"peers", subs_peer_count(sv->subs)},
-        {"published", st->published},
-        {"rejected", st->rejected},
-        {"subscriptions", subs_count(sv->subs)},
-        {"uptime_s", (uint64_t)(mono_ms() - sv->started_ms) / 1000},
-    };
-    for (size_t i = 0; i < sizeof nums / sizeof nums[0] && rc == 0; i++) {
-        rc = pack_key(&pk, nums[i].k);
-        rc = rc ? rc : msgpack_pack_uint64(&pk, nums[i].v);
-    }
-    rc = rc ? rc : pack_key(&pk, "version");
-    rc = rc ? rc : pack_key(&pk, kabar_version());
-    if (rc == 0)
-        send_hdr(sv, p, &sv->out);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Read phase: subscriptions                                                */
-
-/* Where a new subscription starts, from its options and the log. */
-static int resolve_start(server *sv, store_reader *rd, const wire_sub *o, uint64_t *pos,
-                         kabar_error *err)
-{
-    uint64_t head = store_reader_head(rd);
-    switch (o->start) {
-    case KABAR_START_FIRST:
-        *pos = 1;
-        return 0;
-    case KABAR_START_NOW:
-        *pos = head + 1;
-        return 0;
-    case KABAR_START_SEQ:
-        *pos = o->seq ? o->seq : 1;
-        return 0;
-    case KABAR_START_TIME:
-        *pos = store_seq_at_time(rd, o->time);
-        return 0;
-    }
-    return kabar_error_set(err, KABAR_BAD_VALUE, "start: unknown start");
-}
-
-/* The durable consumer's resume point: live holder (taken over), stored, or new. */
-static int resolve_durable(server *sv, const peer *p, store_reader *rd, const wire_sub *o,
-                           sub_spec *spec, kabar_error *err)
-{
-    char name[KABAR_MAX_ID_LEN + 1];
-    if (o->durable.len == 0 || o->durable.len > KABAR_MAX_ID_LEN ||
-        memchr(o->durable.ptr, '\0', o->durable.len) != NULL)
-        return kabar_error_set(err, KABAR_BAD_VALUE,
-                               "durable: a consumer name is 1 to %d bytes without NUL",
-                               KABAR_MAX_ID_LEN);
-    memcpy(name, o->durable.ptr, o->durable.len);
-    name[o->durable.len] = '\0';
-    spec->dirty = true; /* the filter is replaced by this SUB's */
-    sub *old = subs_find_durable(sv->subs, name, o->durable.len);
-    if (old != NULL) {
-        char hex[40];
-        klog(KLOG_INFO, "KABARD-TAKEOVER",
-             "durable consumer %s taken over by peer %s; its previous subscription ends", name,
-             hex_rid(p->rid, p->rid_len, hex));
-        spec->acked = old->acked;
-        spec->position = old->acked + 1;
-        sink_end(sv, old, old->position - 1);
-        subs_remove(sv->subs, old);
-        return 0;
-    }
-    store_consumer c;
-    int rc = store_consumer_get(rd, name, &c, err);
-    if (rc == 0) {
-        spec->acked = c.acked;
-        spec->position = c.acked + 1;
-        return 0;
-    }
-    if (rc != KABAR_NOT_FOUND)
-        return rc;
-    spec->acked = spec->position - 1; /* new: created at its start */
-    return 0;
-}
-
-static void on_sub(server *sv, peer *p, const wire_header *h)
-{
-    kabar_error e;
-    wire_sub o;
-    store_reader *rd = reader(sv);
-    if (wire_sub_decode(h, &o, &e) != 0) {
-        send_err(sv, p, h->id, "SUB", &e);
-        return;
-    }
-    if (rd == NULL) {
-        kabar_error_set(&e, KABAR_STORE, "cannot read the log; see the broker's log");
-        send_err(sv, p, h->id, "SUB", &e);
-        return;
-    }
-    if (subs_find(sv->subs, p, h->id) != NULL) {
-        kabar_error_set(&e, KABAR_PROTOCOL,
-                        "subscription %" PRIu64 " already exists on this connection "
-                        "(UNSUB it first or use another id)",
-                        h->id);
-        send_err(sv, p, h->id, "SUB", &e);
-        return;
-    }
-    /* Limits first: a SUB that cannot be added must not take a durable consumer over. */
-    if (p->nsubs >= SUBS_MAX_PER_PEER || subs_count(sv->subs) >= SUBS_MAX_TOTAL) {
-        kabar_error_set(&e, KABAR_LIMIT,
-                        "too many subscriptions (at most %d per connection, %d in all); UNSUB "
-                        "some first",
-                        SUBS_MAX_PER_PEER, SUBS_MAX_TOTAL);
-        send_err(sv, p, h->id, "SUB", &e);
-        return;
-    }
-    uint64_t head = store_reader_head(rd);
-    sub_spec spec = {
-        .type_prefix = o.type_prefix, .source = o.source, .target = o.target, .credit = o.credit};
-    if (o.until_seq > 0) {
-        spec.bounded = true;
-        spec.bound = o.until_seq;
-    }
-    if (o.until_head && (!spec.bounded || head < spec.bound)) {
-        spec.bounded = true;
-        spec.bound = head;
-    }
-    int rc = resolve_start(sv, rd, &o, &spec.position, &e);
-    if (rc == 0 && o.durable.ptr != NULL) {
-        spec.durable = o.durable;
-        rc = resolve_durable(sv, p, rd, &o, &spec, &e);
-    }
-    sub *s = NULL;
-    if (rc == 0)
-        rc = subs_add(sv->subs, p, h->id, &spec, &s, &e);
-    if (rc != 0) {
-        send_err(sv, p, h->id, "SUB", &e);
-        return;
-    }
-    if (wire_enc_subok(&sv->out, h->id, s->position, head) == 0)
-        send_hdr(sv, p, &sv->out);
-    klog(KLOG_DEBUG, "KABARD-SUB", "subscription %" PRIu64 " from seq %" PRIu64 "%s%s", h->id,
-         s->position, s->durable[0] ? " durable " : "", s->durable);
-}
-
-static void on_sub_cmd(server *sv, peer *p, const wire_header *h)
-{
-    kabar_error e;
-    sub *s = subs_find(sv->subs, p, h->id);
-    if (s == NULL) {
-        kabar_error_set(&e, KABAR_UNKNOWN_SUBSCRIPTION,
-                        "no subscription %" PRIu64 " on this connection (ended, or forgotten "
-                        "after %d s of silence: subscribe again)",
-                        h->id, KABAR_PEER_TIMEOUT_MS / 1000);
-        send_err(sv, p, h->id, wire_cmd_name(h->cmd), &e);
-        return;
-    }
-    switch (h->cmd) {
-    case WIRE_CREDIT:
-        subs_credit(s, h->a);
-        break;
-    case WIRE_CACK:
-        if (subs_cack(sv->subs, s, h->a, &e) != 0)
-            send_err(sv, p, h->id, "CACK", &e);
-        break;
-    case WIRE_UNSUB:
-        subs_remove(sv->subs, s);
-        break;
-    default:
-        break;
-    }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Read phase: messages                                                     */
+/* Read phase: PUB                                                          */
 
 /* Receive and drop what is left of a multipart message. */
 static void drain(server *sv)
@@ -624,121 +310,221 @@ static bool has_more(server *sv)
     return zmq_getsockopt(sv->sock, ZMQ_RCVMORE, &more, &len) == 0 && more;
 }
 
-/* Forget the events read so far of a PUB that turned out unreadable. */
-static void undo_pub(server *sv, size_t slots0, size_t entries0, size_t errs0)
+/* What holds for every event of a PUB: its principal, its signature. */
+typedef struct pub_check {
+    const auth_principal *who;    /* NULL: the connection's key is unknown or revoked */
+    const auth_principal *signer; /* NULL: unsigned */
+    kabar_error all;              /* code != 0: every event is refused with it */
+} pub_check;
+
+/*
+ * The PUB-wide verdict: the sender may publish, and the batch's signature
+ * (over leaves[0..n), the event frames' hashes) holds. One verification.
+ */
+static void check_pub(server *sv, pub_check *c, const uint8_t *pk, const uint8_t *sig,
+                      const uint8_t (*leaves)[32], uint32_t n)
 {
-    while (sv->nentries > entries0) {
-        sv->nentries--;
-        sv->nbytes -= sv->entries[sv->nentries].len;
-        zmq_msg_close(&sv->frames[sv->nentries]);
+    c->all.code = 0;
+    char kid[KKEY_ID_TEXT];
+    if (c->who == NULL) {
+        kabar_error_set(&c->all, KABAR_UNKNOWN_KEY,
+                        "your key is not registered or was revoked; ask the operator");
+    } else if (auth_check_publish(c->who) != 0) {
+        kabar_error_set(&c->all, KABAR_CANNOT_PUBLISH, "role %s may not publish",
+                        auth_role_name(c->who->role));
+    } else if (pk == NULL) {
+        if (sv->secure)
+            kabar_error_set(&c->all, KABAR_UNSIGNED,
+                            "this broker accepts signed batches only: publish with your key");
+    } else if ((c->signer = auth_by_pk(sv->au, pk)) == NULL || !auth_valid(c->signer, sv->now)) {
+        kkey_id_text(pk, kid);
+        kabar_error_set(&c->all, KABAR_UNKNOWN_KEY,
+                        "the batch is signed by key %s, which is not registered or not valid "
+                        "now",
+                        kid);
+        c->signer = NULL;
+    } else if (batchsig_verify(pk, sig, leaves, n, &c->all) != 0) {
+        c->signer = NULL;
     }
-    sv->nslots = slots0;
-    sv->nerrs = errs0;
 }
 
 /* One event frame of a PUB: validate; keep it as an entry or record why not. */
-static void read_event(server *sv, zmq_msg_t *m)
+static void read_event(server *sv, zmq_msg_t *m, const pub_check *c, pub *pb, uint32_t k)
 {
     slot *sl = &sv->slots[sv->nslots++];
     size_t len = zmq_msg_size(m);
+    kabar_event *ev = &sv->evs[sv->nentries];
     kabar_error *e = &sv->errs[sv->nerrs];
-    int rc;
-    if (len > KABAR_MAX_EVENT_BYTES)
+    int rc = c->all.code;
+    if (rc != 0)
+        *e = c->all;
+    else if (len > KABAR_MAX_EVENT_BYTES)
         rc = kabar_error_set(e, KABAR_TOO_BIG, "event of %zu bytes, more than the %d allowed", len,
                              KABAR_MAX_EVENT_BYTES);
-    else
-        rc = kabar_event_decode(sv->schema, zmq_msg_data(m), len, &sv->evs[sv->nentries], e);
+    else if ((rc = kabar_event_decode(sv->schema, zmq_msg_data(m), len, ev, e)) != 0)
+        ;
+    else if ((rc = auth_check_source(c->who, ev->source)) != 0)
+        kabar_error_set(e, rc, "%s may publish only as %s, not as %.*s", c->who->user_id,
+                        c->who->agency, (int)ev->source.len, ev->source.ptr);
+    else if (c->signer != NULL && (rc = auth_check_signer(c->signer, ev->source)) != 0)
+        kabar_error_set(e, rc, "signed by key %s of %s, but the event's source is %.*s",
+                        c->signer->key_id, c->signer->agency, (int)ev->source.len, ev->source.ptr);
     if (rc != 0) {
+        if (rc >= KABAR_UNSIGNED && rc <= KABAR_NOT_OWN_CONSUMER)
+            auth_refused(sv->au, c->who ? c->who : &auth_anonymous, rc, "PUB", server_mono_ms());
         sl->code = rc;
         sl->ix = (uint32_t)sv->nerrs++;
         zmq_msg_close(m);
+        zmq_msg_init(m); /* empty, so that an accepted event can be moved here */
         return;
     }
+    zmq_msg_t *dst = &sv->frames[sv->nentries];
+    if (dst != m)
+        zmq_msg_move(dst, m); /* compact: frames[i] holds entries[i]'s bytes; m is left empty */
     store_entry *en = &sv->entries[sv->nentries];
     memset(en, 0, sizeof *en);
-    en->ev = &sv->evs[sv->nentries];
-    en->bytes = zmq_msg_data(m);
+    en->ev = ev;
+    en->bytes = zmq_msg_data(dst);
     en->len = len;
+    en->batch = c->signer != NULL ? &pb->sb : NULL;
+    en->batch_index = k;
     sl->code = KABAR_OK;
     sl->ix = (uint32_t)sv->nentries++;
     sv->nbytes += len;
 }
 
-/* A PUB: every event frame becomes a slot; the routing id waits for the ACK. */
-static void read_pub(server *sv, peer *p, zmq_msg_t *rid, const wire_header *h)
+/*
+ * A PUB: its event frames are received first (into frames[nentries..]), so
+ * that the signature can be checked over all of them; then each becomes a
+ * slot, the accepted ones compacted into the entries. The routing id waits
+ * for the ACK.
+ */
+static void read_pub(server *sv, peer *p, zmq_msg_t *rid, const wire_header *h,
+                     const auth_principal *who)
 {
-    size_t slots0 = sv->nslots, entries0 = sv->nentries, errs0 = sv->nerrs;
+    size_t base = sv->nentries, slots0 = sv->nslots;
+    uint32_t n = 0;
     kabar_error e;
-    while (has_more(sv)) {
-        if (sv->nslots - slots0 == KABAR_MAX_BATCH) {
-            drain(sv);
-            undo_pub(sv, slots0, entries0, errs0);
-            kabar_error_set(&e, KABAR_LIMIT, "PUB carries more than %d events; split the batch",
-                            KABAR_MAX_BATCH);
-            send_err(sv, p, h->id, "PUB", &e);
-            return;
-        }
-        zmq_msg_t *m = &sv->frames[sv->nentries];
+    const uint8_t *pk = NULL, *sig = NULL;
+    while (n < KABAR_MAX_BATCH && has_more(sv)) {
+        zmq_msg_t *m = &sv->frames[base + n];
         zmq_msg_init(m);
         if (zmq_msg_recv(m, sv->sock, 0) < 0) {
             zmq_msg_close(m);
             break;
         }
-        read_event(sv, m);
+        n++;
     }
-    if (sv->nslots == slots0) {
-        kabar_error_set(&e, KABAR_PROTOCOL,
-                        "PUB carries no events (one frame per event "
-                        "after the header)");
-        send_err(sv, p, h->id, "PUB", &e);
+    int rc;
+    if (n == 0)
+        rc = kabar_error_set(&e, KABAR_PROTOCOL,
+                             "PUB carries no events (one frame per event after the header)");
+    else if (has_more(sv))
+        rc = kabar_error_set(&e, KABAR_LIMIT, "PUB carries more than %d events; split the batch",
+                             KABAR_MAX_BATCH);
+    else
+        rc = wire_pub_decode(h, &pk, &sig, &e);
+    if (rc != 0) {
+        drain(sv);
+        for (uint32_t k = 0; k < n; k++)
+            zmq_msg_close(&sv->frames[base + k]);
+        server_send_err(sv, p, h->id, "PUB", &e);
         return;
     }
+    uint8_t(*leaves)[32] = &sv->leaves[slots0];
+    if (pk != NULL && who != NULL)
+        for (uint32_t k = 0; k < n; k++)
+            merkle_leaf_hash(zmq_msg_data(&sv->frames[base + k]),
+                             zmq_msg_size(&sv->frames[base + k]), leaves[k]);
+    pub_check c = {.who = who};
+    check_pub(sv, &c, pk, sig, (const uint8_t(*)[32])leaves, n);
     pub *pb = &sv->pubs[sv->npubs++];
+    memset(&pb->sb, 0, sizeof pb->sb);
+    if (c.signer != NULL) {
+        memcpy(pb->sb.key, pk, 32);
+        memcpy(pb->sb.sig, sig, 64);
+        pb->sb.n = n;
+        pb->sb.leaves = (const uint8_t(*)[32])leaves;
+    }
+    for (uint32_t k = 0; k < n; k++)
+        read_event(sv, &sv->frames[base + k], &c, pb, k);
     zmq_msg_init(&pb->rid);
     zmq_msg_move(&pb->rid, rid);
     pb->batch = h->id;
     pb->first = (uint32_t)slots0;
-    pb->n = (uint32_t)(sv->nslots - slots0);
+    pb->n = n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Read phase: dispatch                                                     */
+
+/*
+ * The message's principal: the anonymous one under --insecure; else the
+ * registry entry of the User-Id the ZAP handler gave the connection (read
+ * from the header frame: every frame carries the connection's metadata,
+ * the routing id frame ROUTER makes up does not always), NULL
+ * when that key is no longer registered or valid (revoked while connected).
+ */
+static const auth_principal *principal(server *sv, zmq_msg_t *m)
+{
+    if (!sv->secure)
+        return &auth_anonymous;
+    const char *uid = zmq_msg_gets(m, "User-Id");
+    const auth_principal *who = uid ? auth_by_user_id(sv->au, uid, strlen(uid)) : NULL;
+    return who != NULL && auth_valid(who, sv->now) && who->role != AUTH_NONE ? who : NULL;
 }
 
 /* A header whose command is for the broker; `rid` may be taken (PUB). */
-static void dispatch(server *sv, peer *p, zmq_msg_t *rid, const wire_header *h)
+static void dispatch(server *sv, peer *p, zmq_msg_t *rid, const wire_header *h,
+                     const auth_principal *who)
 {
     kabar_error e;
+    const char *name = wire_cmd_name(h->cmd);
+    /* Revoked while connected: its subscriptions end with its next message (a
+     * client PINGs every second); a silent one is forgotten with its peer. */
+    while (who == NULL && p->subs != NULL)
+        subs_remove(sv->subs, p->subs);
     if (h->cmd == WIRE_PUB) {
-        read_pub(sv, p, rid, h);
+        read_pub(sv, p, rid, h, who);
         return;
     }
     if (has_more(sv)) {
         drain(sv);
-        kabar_error_set(&e, KABAR_PROTOCOL, "%s takes no frames after its header",
-                        wire_cmd_name(h->cmd));
-        send_err(sv, p, h->id, wire_cmd_name(h->cmd), &e);
+        kabar_error_set(&e, KABAR_PROTOCOL, "%s takes no frames after its header", name);
+        server_send_err(sv, p, h->id, name, &e);
+        return;
+    }
+    if (who == NULL) {
+        kabar_error_set(&e, KABAR_UNKNOWN_KEY,
+                        "your key is not registered or was revoked; ask the operator");
+        server_refuse(sv, p, &auth_anonymous, h->id, name, &e);
         return;
     }
     switch (h->cmd) {
     case WIRE_SUB:
-        on_sub(sv, p, h);
+        query_sub(sv, p, h, who);
         break;
     case WIRE_CREDIT:
     case WIRE_CACK:
     case WIRE_UNSUB:
-        on_sub_cmd(sv, p, h);
+        query_sub_cmd(sv, p, h, who);
         break;
     case WIRE_HEAD:
-        on_head(sv, p, h->id);
+        query_head(sv, p, h->id);
         break;
     case WIRE_STATUS:
-        on_status(sv, p, h->id);
+        query_status(sv, p, h->id);
+        break;
+    case WIRE_CALL:
+        query_call(sv, p, h, who);
         break;
     case WIRE_PING:
         if (wire_enc_cmd(&sv->out, WIRE_PONG, h->id) == 0)
-            send_hdr(sv, p, &sv->out);
+            server_send_hdr(sv, p, &sv->out);
         break;
     default:
-        kabar_error_set(&e, KABAR_UNKNOWN_COMMAND, "%s is sent by the broker, not to it",
-                        wire_cmd_name(h->cmd));
-        send_err(sv, p, h->id, wire_cmd_name(h->cmd), &e);
+        kabar_error_set(&e, KABAR_UNKNOWN_COMMAND, "%s is sent by the broker, not to it", name);
+        server_send_err(sv, p, h->id, name, &e);
         break;
     }
 }
@@ -769,9 +555,9 @@ static void read_message(server *sv, zmq_msg_t *rid, int64_t now)
         rc = wire_header_decode(zmq_msg_data(&hdr), len, &h, &e);
     if (rc != 0) {
         drain(sv);
-        send_err(sv, p, rc == KABAR_UNKNOWN_COMMAND ? h.id : 0, "header", &e);
+        server_send_err(sv, p, rc == KABAR_UNKNOWN_COMMAND ? h.id : 0, "header", &e);
     } else {
-        dispatch(sv, p, rid, &h);
+        dispatch(sv, p, rid, &h, principal(sv, &hdr));
     }
     zmq_msg_close(&hdr);
 }
@@ -779,7 +565,8 @@ static void read_message(server *sv, zmq_msg_t *rid, int64_t now)
 /* Phase 1. Returns true when it stopped on a cap (more may be waiting). */
 static bool phase_read(server *sv, volatile sig_atomic_t *stop, int *fatal)
 {
-    int64_t now = mono_ms();
+    int64_t now = server_mono_ms();
+    sv->now = kabar_now();
     while (!*stop) {
         if (sv->nslots >= TURN_EVENTS || sv->nmsgs >= TURN_MSGS || sv->nbytes >= TURN_BYTES)
             return true;
@@ -817,7 +604,7 @@ static void phase_commit(server *sv)
         sv->commit_err.code = rc;
         sv->stats.rejected += sv->nentries;
         const char *code = rc == KABAR_DISK_FULL ? "KABARD-DISK-FULL" : "KABARD-STORE-FAIL";
-        klog_limited(&sv->lim_store, mono_ms(), KLOG_WARN, code,
+        klog_limited(&sv->lim_store, server_mono_ms(), KLOG_WARN, code,
                      "commit of %zu events and %zu consumer positions failed, nothing stored "
                      "(publishers get %s): %s",
                      sv->nentries, nup, kabar_errname(rc), sv->commit_err.message);
@@ -843,7 +630,7 @@ static void phase_commit(server *sv)
 
 static void phase_ack(server *sv)
 {
-    int64_t now = mono_ms();
+    int64_t now = server_mono_ms();
     for (size_t i = 0; i < sv->npubs; i++) {
         pub *pb = &sv->pubs[i];
         kabar_buf *b = &sv->out;
@@ -861,7 +648,7 @@ static void phase_ack(server *sv)
                 rc = wire_enc_ack_fail(b, sv->commit_err.code, sv->commit_err.message);
             } else {
                 const store_entry *en = &sv->entries[sl->ix];
-                rc = wire_enc_ack_ok(b, en->seq, en->duplicate);
+                rc = wire_enc_ack_ok(b, en->seq, en->duplicate, en->leaf_hash);
             }
         }
         if (rc == 0)
@@ -877,18 +664,18 @@ static bool phase_relay(server *sv)
      * being reused, and the log file would grow by the copied-on-write
      * pages of every commit (tens of KiB each) until someone subscribes.
      */
-    store_reader *rd = reader(sv);
+    store_reader *rd = server_reader(sv);
     if (subs_count(sv->subs) == 0)
         return false;
     subs_relay_in in = {.reader = rd, .fresh = sv->fresh, .nfresh = sv->nfresh};
     in.head = in.reader != NULL ? store_reader_head(in.reader) : store_head(sv->st);
     if (in.reader == NULL && sv->nfresh == 0)
         return false;
-    subs_sink sink = {sink_evt, sink_end, sv};
+    subs_sink sink = {sink_evt, server_sink_end, sv};
     bool more = false;
     kabar_error e;
     if (subs_relay(sv->subs, &in, &sink, &more, &e) != 0)
-        klog_limited(&sv->lim_relay, mono_ms(), KLOG_WARN, "KABARD-RELAY-FAIL",
+        klog_limited(&sv->lim_relay, server_mono_ms(), KLOG_WARN, "KABARD-RELAY-FAIL",
                      "cannot read the log for a subscriber: %s: %s", kabar_errname(e.code),
                      e.message);
     return more;
@@ -911,7 +698,7 @@ static void peer_gone(void *arg, const peer *p)
     klog(KLOG_DEBUG, "KABARD-PEER-GONE",
          "peer %s silent for %d s, forgetting it and its %u "
          "subscriptions",
-         hex_rid(p->rid, p->rid_len, hex), KABAR_PEER_TIMEOUT_MS / 1000, p->nsubs);
+         server_hex_rid(p->rid, p->rid_len, hex), KABAR_PEER_TIMEOUT_MS / 1000, p->nsubs);
 }
 
 static void phase_timers(server *sv, int64_t now)
@@ -924,15 +711,49 @@ static void phase_timers(server *sv, int64_t now)
     klog_limit_flush(&sv->lim_reject, now);
     klog_limit_flush(&sv->lim_store, now);
     klog_limit_flush(&sv->lim_relay, now);
+    auth_flush(sv->au, now);
+}
+
+/* A checkpoint of the tree at the head, when the policy (or `force`) says so. */
+static void make_checkpoint(server *sv, int64_t now, bool force)
+{
+    uint64_t head = store_head(sv->st), size = 0;
+    if (force ? head <= ckpt_last_size(sv->ck) : !ckpt_due(sv->ck, head, now))
+        return;
+    store_reader *rd = server_reader(sv);
+    kabar_error e;
+    if (rd == NULL || ckpt_make(sv->ck, sv->st, rd, now, NULL, &size, &e) != 0) {
+        klog_limited(&sv->lim_store, now, KLOG_WARN, "KABARD-CHECKPOINT-FAIL",
+                     "cannot make the checkpoint of size %" PRIu64 ": %s", head,
+                     rd ? e.message : "the log cannot be read");
+        return;
+    }
+    sv->rd_stale = true; /* readers see the new checkpoint after a refresh */
+    klog(KLOG_DEBUG, "KABARD-CHECKPOINT", "signed checkpoint of tree size %" PRIu64, size);
+}
+
+/* Answer every ZAP request waiting (handshakes of new connections). */
+static int zap_phase(server *sv)
+{
+    int rc;
+    if (sv->zap == NULL)
+        return 0;
+    int64_t now = kabar_now(), mono = server_mono_ms();
+    while ((rc = auth_zap_handle(sv->au, sv->zap, now, mono)) == 1)
+        ;
+    return rc;
 }
 
 int server_run(server *sv, volatile sig_atomic_t *stop, kabar_error *err)
 {
     long timeout = 0;
     while (!*stop) {
-        zmq_pollitem_t item = {sv->sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, timeout) < 0 && zmq_errno() != EINTR)
+        zmq_pollitem_t items[2] = {{sv->sock, 0, ZMQ_POLLIN, 0}, {sv->zap, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, sv->zap ? 2 : 1, timeout) < 0 && zmq_errno() != EINTR)
             return kabar_error_set(err, KABAR_IO, "cannot poll the socket: %s",
+                                   zmq_strerror(zmq_errno()));
+        if (zap_phase(sv) != 0)
+            return kabar_error_set(err, KABAR_IO, "the ZAP handler's socket failed: %s",
                                    zmq_strerror(zmq_errno()));
         int fatal = 0;
         bool capped = phase_read(sv, stop, &fatal);
@@ -940,8 +761,9 @@ int server_run(server *sv, volatile sig_atomic_t *stop, kabar_error *err)
         phase_ack(sv);
         bool more = phase_relay(sv);
         turn_reset(sv);
-        int64_t now = mono_ms();
+        int64_t now = server_mono_ms();
         phase_timers(sv, now);
+        make_checkpoint(sv, now, false);
         if (fatal != 0)
             return kabar_error_set(err, KABAR_IO, "cannot read from the socket: %s",
                                    zmq_strerror(fatal));
@@ -949,5 +771,6 @@ int server_run(server *sv, volatile sig_atomic_t *stop, kabar_error *err)
         if (timeout < 0)
             timeout = 0;
     }
+    make_checkpoint(sv, server_mono_ms(), true); /* the stop's: an auditor can start from it */
     return 0;
 }

@@ -3,16 +3,20 @@
  *
  * Each turn has five named phases (see the design notes in server.c):
  *
- *   read    drain what is ready (bounded per turn); validate PUB events,
- *           answer HEAD / STATUS / PING, take SUB / CREDIT / CACK / UNSUB
+ *   read    answer ZAP handshakes; drain what is ready (bounded per turn):
+ *           authorize each message by its principal (auth.h), verify and
+ *           validate PUB events, answer HEAD / STATUS / PING / CALL, take
+ *           SUB / CREDIT / CACK / UNSUB
  *   commit  one store_write: every valid event of the turn and every
  *           durable consumer position acked since the last commit
  *   ack     one ACK per PUB, in event order, only after the commit
  *   relay   EVT to subscriptions with credit, END to finished bounded ones
- *   timers  forget silent peers; flush rate-limited log summaries
+ *   timers  forget silent peers; flush rate-limited log summaries; sign a
+ *           checkpoint when one is due (ckpt.h), and one at the stop
  *
- * The server borrows the store and the schema (they must outlive it) and
- * owns its ZeroMQ context and socket.
+ * The server borrows the store, the schema and the broker key (they must
+ * outlive it) and owns its ZeroMQ context, its sockets (the ROUTER and,
+ * in secure mode, the ZAP handler's REP) and the registry cache.
  */
 #ifndef KABARD_SERVER_H
 #define KABARD_SERVER_H
@@ -20,16 +24,22 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "checkpoint.h"
 #include "kabar.h"
+#include "kkey.h"
 #include "store.h"
 
 typedef struct server server;
 
 typedef struct server_opts {
-    const char *listen;         /* ZeroMQ endpoint to bind; wildcard ports allowed */
-    store *store;               /* borrowed */
-    const kabar_schema *schema; /* borrowed; events are validated against it */
-    const char *data_dir;       /* for log lines only */
+    const char *listen;             /* ZeroMQ endpoint to bind; wildcard ports allowed */
+    store *store;                   /* borrowed */
+    const kabar_schema *schema;     /* borrowed; events are validated against it */
+    const char *data_dir;           /* for log lines only */
+    const kkey *key;                /* borrowed: the broker's key (CURVE server, checkpoints) */
+    bool insecure;                  /* NULL mechanism, every peer anonymous (config checks where) */
+    int64_t checkpoint_interval_ms; /* a checkpoint at least this often while the log grows */
+    uint64_t checkpoint_events;     /* ... or after this many new events (0: no count) */
 } server_opts;
 
 /* What the server counted since it started (STATUS reports the same). */
@@ -51,12 +61,18 @@ const char *server_endpoint(const server *s);
 
 /*
  * Run turns until *stop becomes non-zero (set by a signal handler). The
- * turn in progress is finished: its commit done, its acks sent. Returns 0,
+ * turn in progress is finished: its commit done, its acks sent, and a
+ * checkpoint signed when the log grew since the last one. Returns 0,
  * or KABAR_IO when polling the socket fails for good (a runtime failure).
  */
 int server_run(server *s, volatile sig_atomic_t *stop, kabar_error *err);
 
 void server_get_stats(const server *s, server_stats *st);
+
+/* Registered keys valid now (0 in secure mode: nobody can connect). */
+size_t server_valid_keys(const server *s);
+/* The verifier of the checkpoints this server signs (for DATA/broker.vkey). */
+const checkpoint_verifier *server_checkpoint_verifier(const server *s);
 
 /* Close the socket giving queued replies up to ~1 s to leave; NULL is fine. */
 void server_destroy(server **s);

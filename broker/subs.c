@@ -36,6 +36,8 @@ typedef struct orphan {
     uint64_t acked;
     uint8_t filter[FILTER_MAX];
     size_t filter_len; /* 0: keep the stored filter */
+    char owner[KABAR_MAX_AGENCY_LEN + 1];
+    bool has_owner; /* set with the filter: the consumer is new */
 } orphan;
 
 struct subs {
@@ -292,6 +294,7 @@ static int fill(sub *s, const sub_spec *spec, kabar_error *err)
     if (s->credit > SUBS_MAX_CREDIT)
         s->credit = SUBS_MAX_CREDIT;
     s->acked = spec->acked;
+    snprintf(s->owner, sizeof s->owner, "%s", spec->owner ? spec->owner : "");
     return 0;
 }
 
@@ -376,6 +379,8 @@ static void keep_orphan(subs *t, const sub *s)
         memcpy(o->filter, b.data, b.len);
         o->filter_len = b.len;
     }
+    snprintf(o->owner, sizeof o->owner, "%s", s->owner);
+    o->has_owner = s->filter_dirty;
     kabar_buf_free(&b);
 }
 
@@ -501,7 +506,7 @@ size_t subs_updates(subs *t, store_consumer_update *up, size_t max, kabar_buf *f
     for (size_t i = 0; i < no; i++) {
         const orphan *o = &t->orphans[i];
         up[i] = (store_consumer_update){o->name, o->acked, o->filter_len ? o->filter : NULL,
-                                        o->filter_len};
+                                        o->filter_len, o->has_owner ? o->owner : NULL};
     }
     up += no;
     max -= no;
@@ -521,6 +526,7 @@ size_t subs_updates(subs *t, store_consumer_update *up, size_t max, kabar_buf *f
         up[i].acked = s->acked;
         up[i].filter = NULL;
         up[i].filter_len = 0;
+        up[i].owner = s->filter_dirty ? s->owner : NULL; /* with the filter: at creation */
         size_t off = filters->len;
         if (room && s->filter_dirty && subs_filter_pack(s, filters) == 0) {
             up[i].filter = (const uint8_t *)filters->data + off;

@@ -66,17 +66,18 @@ typedef struct sub {
     uint64_t position; /* next seq to look at */
     uint64_t credit;   /* records the client still accepts */
     bool bounded;
-    uint64_t bound;                     /* last seq, when bounded */
-    char durable[KABAR_MAX_ID_LEN + 1]; /* "" = not durable */
-    uint64_t acked;                     /* durable: last acked seq */
-    bool dirty;                         /* durable: acked not yet persisted */
-    bool filter_dirty;                  /* durable: filter not yet persisted */
-    uint64_t sent;                      /* records sent, for statistics */
-    struct sub *hnext;                  /* hash chain */
-    struct sub *pnext;                  /* next of the same peer */
-    struct sub *dnext;                  /* durable-name hash chain */
-    bool ended;                         /* END sent; removed at the end of the relay */
-    size_t index;                       /* in the table's array */
+    uint64_t bound;                       /* last seq, when bounded */
+    char durable[KABAR_MAX_ID_LEN + 1];   /* "" = not durable */
+    uint64_t acked;                       /* durable: last acked seq */
+    char owner[KABAR_MAX_AGENCY_LEN + 1]; /* durable: owning agency, "" nobody's */
+    bool dirty;                           /* durable: acked not yet persisted */
+    bool filter_dirty;                    /* durable: filter not yet persisted */
+    uint64_t sent;                        /* records sent, for statistics */
+    struct sub *hnext;                    /* hash chain */
+    struct sub *pnext;                    /* next of the same peer */
+    struct sub *dnext;                    /* durable-name hash chain */
+    bool ended;                           /* END sent; removed at the end of the relay */
+    size_t index;                         /* in the table's array */
 } sub;
 
 /* What a new subscription starts with; strings are views (copied). */
@@ -88,9 +89,10 @@ typedef struct sub_spec {
     uint64_t position; /* first seq to send (>= 1) */
     bool bounded;
     uint64_t bound;
-    uint64_t credit; /* 0: SUBS_DEFAULT_CREDIT */
-    uint64_t acked;  /* durable: last acked (position - 1 for a new consumer) */
-    bool dirty;      /* durable: persist it in the next commit */
+    uint64_t credit;   /* 0: SUBS_DEFAULT_CREDIT */
+    uint64_t acked;    /* durable: last acked (position - 1 for a new consumer) */
+    bool dirty;        /* durable: persist it in the next commit */
+    const char *owner; /* durable: the owning agency id (NULL or "": nobody's); copied */
 } sub_spec;
 
 typedef struct subs subs;
@@ -143,10 +145,10 @@ size_t subs_expire(subs *t, int64_t now_ms, int64_t timeout_ms,
 
 /*
  * Durable positions to persist: fills up[] (at most max) with those of
- * removed subscriptions, then the dirty subscriptions' name, acked and filter (packed into filters,
- * which must live until the write is done; it is cleared first; a filter is included only when it
- * changed). Returns the count n. After the write, subs_updates_done(t, n, ok): on success those n
- * are clean; on failure they stay dirty and are retried in the next commit.
+ * removed subscriptions, then the dirty subscriptions' name, acked, owner and filter (packed into
+ * filters, which must live until the write is done; it is cleared first; a filter is included only
+ * when it changed). Returns the count n. After the write, subs_updates_done(t, n, ok): on success
+ * those n are clean; on failure they stay dirty and are retried in the next commit.
  */
 size_t subs_updates(subs *t, store_consumer_update *up, size_t max, kabar_buf *filters);
 void subs_updates_done(subs *t, size_t n, bool ok);
