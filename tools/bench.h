@@ -5,8 +5,9 @@
  * cmd_bench.c is the command: options, the broker under test, the runs and
  * the report; bench_publish.c makes the events and publishes them from many
  * connections; bench_replay.c replays the log (over the wire and offline)
- * and measures fan-out to many subscribers. The design notes are at the top
- * of cmd_bench.c.
+ * and measures fan-out to many subscribers; bench_secure.c registers the
+ * bench's keys and asks a broker who a key is. The design notes are at the
+ * top of cmd_bench.c.
  */
 #ifndef KABAR_BENCH_H
 #define KABAR_BENCH_H
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "kabar.h"
+#include "kkey.h"
 
 #define BENCH_WINDOW       256
 #define BENCH_SUBSCRIBERS  50
@@ -44,12 +46,20 @@ static inline void progress(const char *what)
         fprintf(stderr, "kabar bench: %s...\n", what);
 }
 
+/* Where the bench connects, and as whom. */
+typedef struct bench_conn {
+    const char *endpoint;
+    const uint8_t *server_key; /* the broker's public key; NULL: plaintext, unsigned */
+    const kkey *reader;        /* identity of the readers (replay, fan-out); NULL: plaintext */
+} bench_conn;
+
 /* A run's events, each encoded by kabar_event_from_json (malloc'd). */
 typedef struct evset {
     uint8_t **bytes;
     size_t *len;
     size_t n;
     size_t total_bytes;
+    const kkey *key; /* the publisher's identity, its source's key; NULL: plaintext */
 } evset;
 
 /* One publishing run, as the publishers saw it. */
@@ -94,13 +104,13 @@ void bench_evset_free(evset *s);
  * waiting on extra_go when not NULL. Fills *r; returns non-zero (with err)
  * when a connection failed.
  */
-int bench_run_publish(const char *endpoint, const evset *sets, size_t n, uint32_t window,
+int bench_run_publish(const bench_conn *bc, const evset *sets, size_t n, uint32_t window,
                       pthread_barrier_t *extra_go, pub_result *r, kabar_error *err);
 
 /* bench_replay.c */
 
 /* Replay the whole log over the wire, one subscription up to the head. */
-int bench_replay_wire(const char *endpoint, rate *r, kabar_error *err);
+int bench_replay_wire(const bench_conn *bc, rate *r, kabar_error *err);
 /* Read the whole log offline; with jsonl, also render it as `kabar replay --data` does. */
 int bench_replay_offline(const char *data, bool jsonl, rate *r, kabar_error *err);
 /*
@@ -108,6 +118,28 @@ int bench_replay_offline(const char *data, bool jsonl, rate *r, kabar_error *err
  * subscriptions (from the next seq to the last one published) read it;
  * fills *r (r->missed: records a subscriber missed or got out of order).
  */
-int bench_run_fanout(const char *endpoint, const evset *set, fan_result *r, kabar_error *err);
+int bench_run_fanout(const bench_conn *bc, const evset *set, fan_result *r, kabar_error *err);
+
+/* bench_secure.c */
+
+/* One principal of the bench: an agency id and its generated key. */
+typedef struct bench_principal {
+    const char *id;
+    const char *role; /* "agent" or "oversight" */
+    kkey key;
+} bench_principal;
+
+/*
+ * Generate a key for each of p[0..n) and register the agencies and keys in
+ * the log in `data` (created), before the bench's kabard opens it. 0, or
+ * an error saying what failed.
+ */
+int bench_register(const char *data, bench_principal *p, size_t n, kabar_error *err);
+
+/*
+ * Ask the broker at bc->endpoint who bc->reader is (CALL whoami): its agency
+ * id (KABAR_MAX_AGENCY_LEN + 1 bytes) and role (16 bytes).
+ */
+int bench_whoami(const bench_conn *bc, char *agency, char *role, kabar_error *err);
 
 #endif /* KABAR_BENCH_H */

@@ -153,7 +153,7 @@ int bench_evset_make(evset *s, const char *tag, const char *source, size_t n, si
 /* Publishing                                                               */
 
 typedef struct pubjob {
-    const char *endpoint;
+    const bench_conn *bc;
     uint32_t window;
     const evset *set;
     pthread_barrier_t *go;
@@ -188,8 +188,12 @@ static void *pub_thread(void *arg)
     pubjob *j = arg;
     kabar_client_opts o = {.timeout_ms = 10000, .window = j->window};
     kabar_client *c = NULL;
+    if (j->bc->server_key != NULL) { /* secure: CURVE as the source, PUB batches signed */
+        o.key = j->set->key;
+        o.server_key = j->bc->server_key;
+    }
     if (j->rc == 0)
-        j->rc = kabar_client_connect(&c, j->endpoint, &o, &j->err);
+        j->rc = kabar_client_connect(&c, j->bc->endpoint, &o, &j->err);
     if (c != NULL)
         kabar_client_on_result(c, on_result, j);
     pthread_barrier_wait(j->go);
@@ -230,7 +234,7 @@ static void latency_stats(pub_result *r, int64_t *lat, size_t n)
  * waiting on extra_go when not NULL. Fills *r; returns non-zero (with err)
  * when a connection failed.
  */
-int bench_run_publish(const char *endpoint, const evset *sets, size_t n, uint32_t window,
+int bench_run_publish(const bench_conn *bc, const evset *sets, size_t n, uint32_t window,
                       pthread_barrier_t *extra_go, pub_result *r, kabar_error *err)
 {
     static const evset no_events = {0};
@@ -250,7 +254,7 @@ int bench_run_publish(const char *endpoint, const evset *sets, size_t n, uint32_
     size_t started = 0;
     for (size_t k = 0; k < n; k++) {
         pubjob *j = &jobs[k];
-        *j = (pubjob){.endpoint = endpoint, .window = window, .set = &sets[k], .go = &go};
+        *j = (pubjob){.bc = bc, .window = window, .set = &sets[k], .go = &go};
         j->sent_at = malloc((sets[k].n ? sets[k].n : 1) * sizeof *j->sent_at);
         j->lat = malloc((sets[k].n ? sets[k].n : 1) * sizeof *j->lat);
         if (j->sent_at == NULL || j->lat == NULL) {

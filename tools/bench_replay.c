@@ -14,6 +14,17 @@
 /* ------------------------------------------------------------------------ */
 /* Replay                                                                   */
 
+/* Connect as the bench's reader (plaintext when bc has no server key). */
+static int connect_reader(const bench_conn *bc, kabar_client **c, kabar_error *err)
+{
+    kabar_client_opts o = {.timeout_ms = 10000};
+    if (bc->server_key != NULL) {
+        o.key = bc->reader;
+        o.server_key = bc->server_key;
+    }
+    return kabar_client_connect(c, bc->endpoint, &o, err);
+}
+
 static void rate_finish(rate *r, int64_t t0)
 {
     r->seconds = (double)(mono_ns() - t0) / 1e9;
@@ -21,12 +32,12 @@ static void rate_finish(rate *r, int64_t t0)
     r->done = true;
 }
 
-int bench_replay_wire(const char *endpoint, rate *r, kabar_error *err)
+int bench_replay_wire(const bench_conn *bc, rate *r, kabar_error *err)
 {
     kabar_client *c = NULL;
     kabar_sub *s = NULL;
     kabar_sub_opts o = {.start = KABAR_START_FIRST, .until_head = true, .credit = BENCH_SUB_CREDIT};
-    int rc = kabar_client_connect(&c, endpoint, NULL, err);
+    int rc = connect_reader(bc, &c, err);
     int64_t t0 = mono_ns();
     if (rc == 0)
         rc = kabar_client_subscribe(c, &o, &s, err);
@@ -89,7 +100,7 @@ int bench_replay_offline(const char *data, bool jsonl, rate *r, kabar_error *err
 /* Fan-out                                                                  */
 
 typedef struct fanjob {
-    const char *endpoint;
+    const bench_conn *bc;
     int nsubs;
     uint64_t first, last; /* the seqs every subscriber must see */
     pthread_barrier_t *go;
@@ -164,7 +175,7 @@ static void *fan_thread(void *arg)
                         .seq = j->first,
                         .until_seq = j->last,
                         .credit = BENCH_SUB_CREDIT};
-    j->rc = kabar_client_connect(&c, j->endpoint, NULL, &j->err);
+    j->rc = connect_reader(j->bc, &c, &j->err);
     for (int k = 0; k < j->nsubs && j->rc == 0; k++) {
         j->rc = kabar_client_subscribe(c, &o, &subs[k], &j->err);
         next[k] = j->first;
@@ -179,7 +190,7 @@ static void *fan_thread(void *arg)
     return NULL;
 }
 
-int bench_run_fanout(const char *endpoint, const evset *set, fan_result *r, kabar_error *err)
+int bench_run_fanout(const bench_conn *bc, const evset *set, fan_result *r, kabar_error *err)
 {
     enum { NCON = (BENCH_SUBSCRIBERS + BENCH_SUBS_PER_CON - 1) / BENCH_SUBS_PER_CON };
     fanjob jobs[NCON];
@@ -187,7 +198,7 @@ int bench_run_fanout(const char *endpoint, const evset *set, fan_result *r, kaba
     pthread_barrier_t go;
     kabar_client *c = NULL;
     kabar_head h = {0};
-    int rc = kabar_client_connect(&c, endpoint, NULL, err);
+    int rc = connect_reader(bc, &c, err);
     if (rc == 0)
         rc = kabar_client_head(c, &h, err);
     kabar_client_destroy(&c);
@@ -198,7 +209,7 @@ int bench_run_fanout(const char *endpoint, const evset *set, fan_result *r, kaba
     int nthreads = 0;
     for (int k = 0; k < NCON; k++) {
         int left = BENCH_SUBSCRIBERS - k * BENCH_SUBS_PER_CON;
-        jobs[k] = (fanjob){.endpoint = endpoint,
+        jobs[k] = (fanjob){.bc = bc,
                            .nsubs = left < BENCH_SUBS_PER_CON ? left : BENCH_SUBS_PER_CON,
                            .first = h.seq + 1,
                            .last = h.seq + set->n,
@@ -212,7 +223,7 @@ int bench_run_fanout(const char *endpoint, const evset *set, fan_result *r, kaba
         pthread_barrier_wait(&go);
     }
     /* The publisher's own barrier opens once every subscriber is subscribed. */
-    int prc = bench_run_publish(endpoint, set, 1, BENCH_WINDOW, &go, &r->pub, err);
+    int prc = bench_run_publish(bc, set, 1, BENCH_WINDOW, &go, &r->pub, err);
     int64_t t_last = 0;
     for (int k = 0; k < nthreads; k++)
         pthread_join(tid[k], NULL);

@@ -4,10 +4,14 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "kkey.h"
 
 volatile sig_atomic_t cli_stop;
 
@@ -167,4 +171,134 @@ int cli_json_str(kabar_buf *b, const char *s, size_t n)
     rc |= kabar_buf_append(b, s + run, n - run);
     rc |= kabar_buf_append(b, "\"", 1);
     return rc ? KABAR_NO_MEMORY : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Identity                                                                 */
+
+static struct {
+    const char *key_path;   /* --key, NULL: not given */
+    const char *server_key; /* --server-key, NULL: not given */
+    bool loaded;            /* cli_identity succeeded once: reuse */
+    bool have_key;
+    kkey key;
+    uint8_t server_pk[32];
+} ident;
+
+void cli_set_key(const char *path)
+{
+    ident.key_path = path != NULL && path[0] != '\0' ? path : NULL;
+    ident.loaded = false;
+}
+
+void cli_set_server_key(const char *key_or_path)
+{
+    ident.server_key = key_or_path != NULL && key_or_path[0] != '\0' ? key_or_path : NULL;
+    ident.loaded = false;
+}
+
+bool cli_identity_option(int opt, const char *arg)
+{
+    if (opt == CLI_OPT_KEY)
+        cli_set_key(arg);
+    else if (opt == CLI_OPT_SERVER_KEY)
+        cli_set_server_key(arg);
+    else
+        return false;
+    return true;
+}
+
+static const char *env_value(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+const struct kkey *cli_key(void)
+{
+    return ident.loaded && ident.have_key ? &ident.key : NULL;
+}
+
+/* Where the server key comes from, for messages; NULL when none is known. */
+static const char *server_key_source(const char *data, char *buf, size_t cap, const char **what)
+{
+    if (ident.server_key != NULL) {
+        *what = "--server-key";
+        return ident.server_key;
+    }
+    const char *env = env_value("KABAR_SERVER_KEY");
+    if (env != NULL) {
+        *what = "KABAR_SERVER_KEY";
+        return env;
+    }
+    if (data != NULL && data[0] != '\0') {
+        snprintf(buf, cap, "%s/broker.pub", data);
+        if (access(buf, F_OK) == 0) {
+            *what = "the broker's public key file";
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+int cli_identity(const char *cmd, const char *data, kabar_client_opts *o)
+{
+    o->key = NULL;
+    o->server_key = NULL;
+    if (ident.loaded) {
+        if (ident.have_key) {
+            o->key = &ident.key;
+            o->server_key = ident.server_pk;
+        }
+        return CLI_OK;
+    }
+    kabar_error err = {0};
+    const char *key_path = ident.key_path, *key_what = "--key";
+    if (key_path == NULL && (key_path = env_value("KABAR_KEY")) != NULL)
+        key_what = "KABAR_KEY";
+    char pubfile[PATH_MAX];
+    const char *server_what = NULL;
+    const char *server = server_key_source(data, pubfile, sizeof pubfile, &server_what);
+
+    if (key_path == NULL) {
+        if (ident.server_key != NULL)
+            return cli_usage_error(cmd,
+                                   "--server-key needs --key FILE (or KABAR_KEY): your own secret "
+                                   "key, registered with the broker (kabar keygen, kabar agency "
+                                   "add)");
+        ident.loaded = true; /* plaintext; a server key from env or DATA is not needed */
+        return CLI_OK;
+    }
+    if (kkey_load(&ident.key, key_path, &err) != 0)
+        return cli_error(cmd, "%s %s: %s", key_what, key_path, err.message);
+    if (server == NULL) {
+        kkey_wipe(&ident.key);
+        return cli_usage_error(cmd,
+                               "%s %s needs the broker's public key to check it is talking to "
+                               "the right broker: pass --server-key KEY|FILE (the broker's "
+                               "DATA/broker.pub) or set KABAR_SERVER_KEY",
+                               key_what, key_path);
+    }
+    if (kkey_public_parse(ident.server_pk, server, &err) != 0) {
+        kkey_wipe(&ident.key);
+        return cli_error(cmd, "%s: %s (give the broker's public key, or its DATA/broker.pub)",
+                         server_what, err.message);
+    }
+    ident.have_key = true;
+    ident.loaded = true;
+    o->key = &ident.key;
+    o->server_key = ident.server_pk;
+    return CLI_OK;
+}
+
+int cli_connect(const char *cmd, const char *broker_flag, const char *data, kabar_client_opts *o,
+                kabar_client **out)
+{
+    kabar_error err = {0};
+    int code = cli_identity(cmd, data, o);
+    if (code != CLI_OK)
+        return code;
+    if (kabar_client_connect(out, cli_broker(broker_flag), o, &err) != 0)
+        return cli_fail(cmd, &err);
+    return CLI_OK;
 }

@@ -27,6 +27,7 @@ int cmd_tail(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_agency(int argc, char **argv);
 
 /*
  * The broker endpoint: `flag` (from --broker) when not NULL, else env
@@ -42,6 +43,64 @@ int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(print
 
 /* "Try 'kabar CMD --help'." after a usage error; returns CLI_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Identity: who this process is to the broker (docs/CLI.md "Keys").
+ *
+ *   --key FILE              this principal's secret key file (kabar keygen);
+ *                           env KABAR_KEY. Without one the client speaks
+ *                           plaintext and signs nothing (a kabard --insecure).
+ *   --server-key KEY|FILE   the broker's public key to pin ("ed25519:..." or a
+ *                           file holding it, e.g. the broker's DATA/broker.pub);
+ *                           env KABAR_SERVER_KEY; with --data DIR and neither,
+ *                           DIR/broker.pub when it exists.
+ *
+ * Both are global options (`kabar --key FILE COMMAND ...`, read by kabar.c)
+ * and also options of the commands that connect and have no --key of their
+ * own (publish, tail, status, bench, ...): a command's value wins over the
+ * global one, which wins over the environment. `kabar agency` uses --key
+ * for the agency's public key, so its identity is the global --key or
+ * KABAR_KEY.
+ */
+enum { CLI_OPT_KEY = 0x4b00, CLI_OPT_SERVER_KEY };
+#define CLI_IDENTITY_LONGOPTS                                                                      \
+    {"key", required_argument, NULL, CLI_OPT_KEY},                                                 \
+    {                                                                                              \
+        "server-key", required_argument, NULL, CLI_OPT_SERVER_KEY                                  \
+    }
+#define CLI_IDENTITY_HELP                                                                          \
+    "      --key FILE        your secret key file (default $KABAR_KEY); without one:\n"            \
+    "                        plaintext and unsigned, for a kabard --insecure\n"                    \
+    "      --server-key KEY  the broker's public key, ed25519:... or a file holding it\n"          \
+    "                        (default $KABAR_SERVER_KEY)\n"
+
+/* Set the --key / --server-key value (NULL or "" clears it). The string is borrowed. */
+void cli_set_key(const char *path);
+void cli_set_server_key(const char *key_or_path);
+/*
+ * For CLI_OPT_KEY / CLI_OPT_SERVER_KEY from getopt: set it and return true;
+ * false for any other option.
+ */
+bool cli_identity_option(int opt, const char *arg);
+
+/*
+ * Resolve the identity (flags, environment, `data`/broker.pub when data is
+ * not NULL), load the key file and the server key once per process, and set
+ * o->key and o->server_key (NULL, NULL for plaintext). CLI_OK, or CLI_USAGE
+ * after printing why ("kabar CMD: --key FILE: ..."): key file missing,
+ * unreadable or readable by others, server key malformed, or one of the
+ * two given without the other.
+ */
+int cli_identity(const char *cmd, const char *data, kabar_client_opts *o);
+/* The identity key loaded by cli_identity, or NULL (plaintext). Lives until exit. */
+const struct kkey *cli_key(void);
+
+/*
+ * cli_identity, then kabar_client_connect to cli_broker(broker_flag). CLI_OK
+ * with *out set, or CLI_USAGE after printing the reason.
+ */
+int cli_connect(const char *cmd, const char *broker_flag, const char *data, kabar_client_opts *o,
+                kabar_client **out);
 
 /*
  * Option values. Each returns true on success; on failure it prints a

@@ -89,6 +89,10 @@ static void fetch_head(status_view *v, const char *broker, int timeout_ms)
         snprintf(v->head_error, sizeof v->head_error, "no broker known (pass --broker)");
         return;
     }
+    if (cli_identity("agent", NULL, &co) != CLI_OK) { /* --key / KABAR_KEY: said why on stderr */
+        snprintf(v->head_error, sizeof v->head_error, "the key options are not usable");
+        return;
+    }
     if (kabar_client_connect(&c, broker, &co, &e) == 0 && kabar_client_head(c, &h, &e) == 0) {
         v->head_known = true;
         v->head = h.seq;
@@ -130,6 +134,14 @@ static int print_status_json(const status_view *v, int64_t now)
             ? json_integer((json_int_t)(v->head > s->inbox_pos ? v->head - s->inbox_pos : 0))
             : json_null());
     json_object_set_new(o, "inbox", ib);
+    json_t *pb = json_null();
+    if (s->problem_code[0] != '\0') { /* what keeps the agent from forwarding */
+        pb = json_object();
+        json_object_set_new(pb, "code", json_string(s->problem_code));
+        json_object_set_new(pb, "message", json_string(s->problem));
+        json_object_set_new(pb, "since", time_or_null(s->problem_since));
+    }
+    json_object_set_new(o, "problem", pb);
     json_object_set_new(o, "dead_letters", json_integer((json_int_t)s->dead));
     json_object_set_new(o, "retry_pending", json_integer((json_int_t)s->retry));
     char *text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
@@ -152,6 +164,10 @@ static void print_status_text(const status_view *v, int64_t now)
         printf("broker        %s, connected since %s\n", s->broker, t);
     } else {
         printf("broker        %s, not connected\n", s->broker);
+    }
+    if (s->problem_code[0] != '\0') { /* what keeps the agent from forwarding */
+        kabar_time_format(s->problem_since, t);
+        printf("problem       %s since %s: %s\n", s->problem_code, t, s->problem);
     }
     if (s->outbox_depth == 0)
         printf("outbox        empty\n");

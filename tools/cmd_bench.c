@@ -9,6 +9,15 @@
  *
  * Design notes
  *
+ *  - Secure by default, as kabar is deployed: CURVE on the connection and
+ *    every PUB batch signed by its source agency's key and verified by
+ *    kabard. For its own kabard, bench registers one agent key per
+ *    publishing agency and an oversight key for the readers in the fresh
+ *    log before kabard starts (bench_secure.c), and pins the broker.pub
+ *    kabard creates. Against --broker it runs as the user's --key (an
+ *    oversight or admin principal; it publishes as that agency). --plaintext
+ *    measures the old configuration: kabard --insecure, no keys, unsigned.
+ *    The report says which configuration ran.
  *  - Every figure counts only what the broker acknowledged: an event is
  *    counted when its result callback says accepted, never when it was sent.
  *    By default kabard acks only after its LMDB transaction has been synced
@@ -172,27 +181,32 @@ static int read_endpoint(bench_broker *b)
     return n > 0 ? 0 : -1;
 }
 
-static void exec_kabard(const char *exe, const bench_broker *b, bool nosync)
+static void exec_kabard(const char *exe, const bench_broker *b, bool nosync, bool plaintext)
 {
     int fd = open(b->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd >= 0) {
         dup2(fd, STDOUT_FILENO);
         dup2(fd, STDERR_FILENO);
     }
-    char *args[] = {(char *)"kabard",
-                    (char *)"--data",
-                    (char *)b->data,
-                    (char *)"--listen",
-                    (char *)"tcp://127.0.0.1:*",
-                    (char *)"--insecure",
-                    nosync ? (char *)"--unsafe-nosync" : NULL,
-                    NULL};
+    char *args[8] = {(char *)"kabard", (char *)"--data", (char *)b->data, (char *)"--listen",
+                     (char *)"tcp://127.0.0.1:*"};
+    int n = 5;
+    if (plaintext)
+        args[n++] = (char *)"--insecure";
+    if (nosync)
+        args[n++] = (char *)"--unsafe-nosync";
+    args[n] = NULL;
     execv(exe, args);
     fprintf(stderr, "kabar bench: cannot run %s: %s\n", exe, strerror(errno));
     _exit(127);
 }
 
-static int broker_start(bench_broker *b, bool nosync, kabar_error *err)
+/*
+ * Start kabard on a fresh log; unless plaintext, with the principals p[0..np)
+ * registered first and the broker's public key read into server_pk.
+ */
+static int broker_start(bench_broker *b, bool nosync, bool plaintext, bench_principal *p, size_t np,
+                        uint8_t server_pk[32], kabar_error *err)
 {
     char exe[PATH_MAX];
     int rc = kabard_path(exe, sizeof exe, err);
@@ -210,6 +224,8 @@ static int broker_start(bench_broker *b, bool nosync, kabar_error *err)
     }
     snprintf(b->data, sizeof b->data, "%s/data", b->dir);
     snprintf(b->log, sizeof b->log, "%s/kabard.log", b->dir);
+    if (!plaintext && (rc = bench_register(b->data, p, np, err)) != 0)
+        return rc;
     fflush(NULL);
     b->pid = fork();
     if (b->pid < 0) {
@@ -217,7 +233,7 @@ static int broker_start(bench_broker *b, bool nosync, kabar_error *err)
         return kabar_error_set(err, KABAR_IO, "cannot start kabard: fork: %s", strerror(errno));
     }
     if (b->pid == 0)
-        exec_kabard(exe, b, nosync);
+        exec_kabard(exe, b, nosync, plaintext);
 
     int64_t deadline = mono_ns() + 15 * 1000000000LL;
     while (read_endpoint(b) != 0) {
@@ -237,6 +253,13 @@ static int broker_start(bench_broker *b, bool nosync, kabar_error *err)
         }
         usleep(5000);
     }
+    if (!plaintext) {
+        char pub[PATH_MAX + 16];
+        kabar_error e = {0};
+        snprintf(pub, sizeof pub, "%s/broker.pub", b->data);
+        if (kkey_public_parse(server_pk, pub, &e) != 0)
+            return kabar_error_set(err, e.code, "cannot read kabard's public key: %s", e.message);
+    }
     return 0;
 }
 
@@ -250,12 +273,23 @@ typedef struct bench_opts {
     size_t size;
     bool json;
     bool nosync;
+    bool plaintext;
 } bench_opts;
+
+/* The bench's own principals: the publishing agencies, then the readers. */
+enum { NPRINCIPALS = 7 };
+static const char *const PRINCIPALS[NPRINCIPALS] = {
+    "dinkes", "disdik", "bappeda", "kec-padang-barat", "bpkad", "dpupr", "bench-reader"};
 
 typedef struct bench_report {
     bench_opts o;
     const char *endpoint;
-    double event_bytes; /* mean encoded size */
+    bench_conn conn;
+    bench_principal who[NPRINCIPALS];
+    uint8_t server_pk[32];
+    const char *pub_src[4], *lat_src[1], *fan_src[1]; /* the source agencies of each run */
+    char principal[KABAR_MAX_AGENCY_LEN + 1];         /* --broker, secure: who we are */
+    double event_bytes;                               /* mean encoded size */
     pub_result pub1, pub4, lat1;
     rate wire, offline, jsonl;
     fan_result fan;
@@ -263,13 +297,11 @@ typedef struct bench_report {
     char cpu[128];
 } bench_report;
 
-static const char *const AGENCIES[] = {"dinkes", "disdik", "bappeda", "kec-padang-barat"};
-
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: kabar bench [--broker EP] [--data DIR] [--events N] [--size BYTES] [--json]\n"
-            "                   [--unsafe-nosync]\n"
+            "                   [--plaintext] [--unsafe-nosync] [--key FILE] [--server-key KEY]\n"
             "\n"
             "Measure a kabar broker: durable publish throughput with 1 and 4 publishers\n"
             "(window 256), ack latency at window 1 and 256, replay over the wire and offline\n"
@@ -277,12 +309,22 @@ static void usage(FILE *f)
             "count. Takes under a minute with the defaults; `kabar bench --events 2000` is\n"
             "a quick check.\n"
             "\n"
+            "Secure by default, as kabar is deployed: CURVE encryption and every batch of\n"
+            "events signed by its agency's key and verified by kabard. The bench's own\n"
+            "kabard gets generated keys registered for its agencies.\n"
+            "\n"
             "  --broker EP       measure this running broker instead of starting a kabard\n"
             "                    (it gets ~2.5 x N test events in its log)\n"
             "  --data DIR        that broker's log directory, for the offline replay figures\n"
             "  --events N        events per publish run (default 200000)\n"
             "  --size BYTES      approximate encoded size of each event (default 300)\n"
             "  --json            one JSON object on stdout instead of the table\n"
+            "  --plaintext       the old configuration: kabard --insecure, no encryption,\n"
+            "                    unsigned events (for comparison)\n"
+            "  --key FILE        with --broker: your secret key (default $KABAR_KEY), an\n"
+            "                    oversight or admin principal; bench publishes as its agency\n"
+            "  --server-key KEY  with --broker: the broker's public key (default\n"
+            "                    $KABAR_SERVER_KEY, or DIR/broker.pub with --data DIR)\n"
             "  --unsafe-nosync   run the bench's kabard without syncing commits to disk:\n"
             "                    acks are then NOT durable (for comparison only)\n"
             "\n"
@@ -305,11 +347,16 @@ static int parse_size(const char *s, size_t lo, size_t hi, size_t *out)
 
 static int parse_opts(int argc, char **argv, bench_opts *o)
 {
-    static const struct option longopts[] = {
-        {"broker", required_argument, NULL, 'b'}, {"data", required_argument, NULL, 'd'},
-        {"events", required_argument, NULL, 'n'}, {"size", required_argument, NULL, 's'},
-        {"json", no_argument, NULL, 'j'},         {"unsafe-nosync", no_argument, NULL, 'U'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"broker", required_argument, NULL, 'b'},
+                                             {"data", required_argument, NULL, 'd'},
+                                             {"events", required_argument, NULL, 'n'},
+                                             {"size", required_argument, NULL, 's'},
+                                             {"json", no_argument, NULL, 'j'},
+                                             {"unsafe-nosync", no_argument, NULL, 'U'},
+                                             {"plaintext", no_argument, NULL, 'P'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             CLI_IDENTITY_LONGOPTS,
+                                             {NULL, 0, NULL, 0}};
     *o = (bench_opts){.events = 200000, .size = 300};
     optind = 0; /* re-initialise getopt: the dispatcher may have used it */
     int ch;
@@ -326,6 +373,13 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
             break;
         case 'U':
             o->nosync = true;
+            break;
+        case 'P':
+            o->plaintext = true;
+            break;
+        case CLI_OPT_KEY:
+        case CLI_OPT_SERVER_KEY:
+            cli_identity_option(ch, optarg);
             break;
         case 'h':
             usage(stdout);
@@ -383,14 +437,27 @@ static void machine(bench_report *r)
 }
 
 /* Make the events of one run: `nsets` publishers sharing `n` events. */
-static int make_sets(evset *sets, size_t nsets, const char *tag, const char *run,
-                     const char *const *sources, size_t n, size_t size, kabar_error *err)
+/* The identity that publishes as `source`: its registered key, or NULL (plaintext). */
+static const kkey *key_of(const bench_report *r, const char *source)
+{
+    if (r->conn.server_key == NULL)
+        return NULL;
+    for (size_t i = 0; i < NPRINCIPALS; i++)
+        if (r->who[i].id != NULL && strcmp(r->who[i].id, source) == 0)
+            return &r->who[i].key;
+    return r->conn.reader; /* --broker: the user's key publishes as its own agency */
+}
+
+static int make_sets(const bench_report *r, evset *sets, size_t nsets, const char *tag,
+                     const char *run, const char *const *sources, size_t n, size_t size,
+                     kabar_error *err)
 {
     int rc = 0;
     for (size_t k = 0; k < nsets && rc == 0; k++) {
         char t[64];
         snprintf(t, sizeof t, "%s-%s%zu", tag, run, k);
         rc = bench_evset_make(&sets[k], t, sources[k], n / nsets + (k < n % nsets), size, err);
+        sets[k].key = key_of(r, sources[k]);
     }
     return rc;
 }
@@ -406,11 +473,11 @@ static int run_publish_sets(bench_report *r, const char *tag, const char *run, s
                             kabar_error *err)
 {
     evset sets[4] = {0};
-    int rc = make_sets(sets, nsets, tag, run, sources, n, r->o.size, err);
+    int rc = make_sets(r, sets, nsets, tag, run, sources, n, r->o.size, err);
     if (rc == 0) {
         if (r->event_bytes == 0 && sets[0].n > 0)
             r->event_bytes = (double)sets[0].total_bytes / (double)sets[0].n;
-        rc = bench_run_publish(r->endpoint, sets, nsets, window, NULL, out, err);
+        rc = bench_run_publish(&r->conn, sets, nsets, window, NULL, out, err);
     }
     free_sets(sets, nsets);
     return rc;
@@ -418,7 +485,6 @@ static int run_publish_sets(bench_report *r, const char *tag, const char *run, s
 
 static int run_all(bench_report *r, const char *data, kabar_error *err)
 {
-    static const char *const lat_src[] = {"bpkad"}, *const fan_src[] = {"dpupr"};
     char tag[48];
     /* ms since the epoch, in hex: ids stay unique on a broker benched twice */
     snprintf(tag, sizeof tag, "%llx", (unsigned long long)(kabar_now() / 1000000));
@@ -427,18 +493,18 @@ static int run_all(bench_report *r, const char *data, kabar_error *err)
     size_t nfan = n / 10 < 100 ? 100 : n / 10 > 20000 ? 20000 : n / 10;
     int rc;
     progress("publishing with 1 publisher");
-    rc = run_publish_sets(r, tag, "a", 1, AGENCIES, n, BENCH_WINDOW, &r->pub1, err);
+    rc = run_publish_sets(r, tag, "a", 1, r->pub_src, n, BENCH_WINDOW, &r->pub1, err);
     if (rc == 0 && !bench_stop) {
         progress("publishing with 4 publishers");
-        rc = run_publish_sets(r, tag, "b", 4, AGENCIES, n, BENCH_WINDOW, &r->pub4, err);
+        rc = run_publish_sets(r, tag, "b", 4, r->pub_src, n, BENCH_WINDOW, &r->pub4, err);
     }
     if (rc == 0 && !bench_stop) {
         progress("measuring ack latency at window 1");
-        rc = run_publish_sets(r, tag, "c", 1, lat_src, nlat, 1, &r->lat1, err);
+        rc = run_publish_sets(r, tag, "c", 1, r->lat_src, nlat, 1, &r->lat1, err);
     }
     if (rc == 0 && !bench_stop) {
         progress("replaying over the wire");
-        rc = bench_replay_wire(r->endpoint, &r->wire, err);
+        rc = bench_replay_wire(&r->conn, &r->wire, err);
     }
     if (rc == 0 && !bench_stop && data != NULL) {
         progress("replaying offline");
@@ -449,9 +515,9 @@ static int run_all(bench_report *r, const char *data, kabar_error *err)
     if (rc == 0 && !bench_stop) {
         progress("fan-out to 50 subscribers");
         evset set = {0};
-        rc = make_sets(&set, 1, tag, "d", fan_src, nfan, r->o.size, err);
+        rc = make_sets(r, &set, 1, tag, "d", r->fan_src, nfan, r->o.size, err);
         if (rc == 0)
-            rc = bench_run_fanout(r->endpoint, &set, &r->fan, err);
+            rc = bench_run_fanout(&r->conn, &set, &r->fan, err);
         bench_evset_free(&set);
     }
     if (rc == 0 && bench_stop)
@@ -508,6 +574,16 @@ static const char *durability(const bench_report *r)
     return "durable: kabard acked each event only after its commit was synced to disk";
 }
 
+static const char *security(const bench_report *r)
+{
+    if (r->conn.server_key == NULL)
+        return r->o.broker != NULL ? "plaintext: no encryption, events unsigned (--plaintext)"
+                                   : "plaintext: kabard --insecure, no encryption, events "
+                                     "unsigned (--plaintext)";
+    return "secure: CURVE encryption, every PUB batch signed (Ed25519) by its agency's key and "
+           "verified by kabard";
+}
+
 static void print_table(const bench_report *r)
 {
     char w[16], ev[32], fan[128], credit[16];
@@ -522,6 +598,9 @@ static void print_table(const bench_report *r)
     printf("kabar bench: %s events per publish run, %.0f bytes each on average, window %d\n",
            grouped(ev, sizeof ev, (double)r->o.events), r->event_bytes, BENCH_WINDOW);
     printf("  acks:    %s\n", durability(r));
+    printf("  config:  %s\n", security(r));
+    if (r->principal[0] != '\0')
+        printf("  as:      %s (every event published as this agency)\n", r->principal);
     printf("  broker:  %s%s\n", r->endpoint,
            r->o.broker != NULL ? "" : " (kabard started by bench)");
     printf("  machine: %ld cores, %s\n\n", r->cores, r->cpu);
@@ -584,6 +663,10 @@ static void print_json(const bench_report *r)
                   "replay_wire", j_rate(&r->wire, "credit", BENCH_SUB_CREDIT));
     if (o == NULL)
         return;
+    json_object_set_new(o, "secure", json_boolean(r->conn.server_key != NULL));
+    json_object_set_new(o, "security", json_string(security(r)));
+    if (r->principal[0] != '\0')
+        json_object_set_new(o, "principal", json_string(r->principal));
     json_object_set_new(o, "replay_offline",
                         r->offline.done ? j_rate(&r->offline, "window", 0) : json_null());
     json_object_set_new(o, "replay_offline_jsonl",
@@ -626,6 +709,56 @@ static int check(const bench_report *r)
     return bad;
 }
 
+/*
+ * Who publishes and reads. Our own kabard: the PRINCIPALS (keys made and
+ * registered by broker_start unless plaintext). --broker, secure: the user's
+ * --key, which must be allowed to publish and to read everything.
+ */
+static int setup_identity(bench_report *r, kabar_error *err)
+{
+    for (size_t i = 0; i < 4; i++)
+        r->pub_src[i] = PRINCIPALS[i];
+    r->lat_src[0] = PRINCIPALS[4];
+    r->fan_src[0] = PRINCIPALS[5];
+    if (r->o.broker == NULL) {
+        for (size_t i = 0; i < NPRINCIPALS; i++) {
+            r->who[i].id = PRINCIPALS[i];
+            r->who[i].role = i + 1 == NPRINCIPALS ? "oversight" : "agent";
+        }
+        if (!r->o.plaintext) {
+            r->conn.server_key = r->server_pk;
+            r->conn.reader = &r->who[NPRINCIPALS - 1].key;
+        }
+        return 0;
+    }
+    if (r->o.plaintext)
+        return 0;
+    kabar_client_opts co = {0};
+    if (cli_identity("bench", r->o.data, &co) != CLI_OK)
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "the key options are not usable");
+    if (co.key == NULL)
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
+                               "measuring --broker %s securely needs --key FILE (an oversight or "
+                               "admin key registered there) and --server-key KEY|FILE; or pass "
+                               "--plaintext for a kabard --insecure",
+                               r->o.broker);
+    r->conn.reader = co.key;
+    r->conn.server_key = co.server_key;
+    char role[16];
+    int rc = bench_whoami(&r->conn, r->principal, role, err);
+    if (rc != 0)
+        return rc;
+    if (strcmp(role, "oversight") != 0 && strcmp(role, "admin") != 0)
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
+                               "--key is %s's key, role %s: bench publishes as the key's agency "
+                               "and replays the whole log, which needs an oversight or admin key",
+                               r->principal, role);
+    for (size_t i = 0; i < 4; i++)
+        r->pub_src[i] = r->principal;
+    r->lat_src[0] = r->fan_src[0] = r->principal;
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     bench_report r = {0};
@@ -642,12 +775,14 @@ int cmd_bench(int argc, char **argv)
     bench_broker b = {0};
     kabar_error err = {0};
     const char *data = r.o.data;
+    r.conn.endpoint = r.endpoint = r.o.broker;
     if (r.o.broker != NULL) {
-        r.endpoint = r.o.broker;
+        rc = setup_identity(&r, &err);
     } else {
         progress("starting kabard");
-        rc = broker_start(&b, r.o.nosync, &err);
-        r.endpoint = b.endpoint;
+        setup_identity(&r, &err);
+        rc = broker_start(&b, r.o.nosync, r.o.plaintext, r.who, NPRINCIPALS, r.server_pk, &err);
+        r.conn.endpoint = r.endpoint = b.endpoint;
         data = b.data;
         struct statfs fs;
         if (rc == 0 && statfs(b.data, &fs) == 0 && fs.f_type == 0x01021994 /* TMPFS_MAGIC */)
@@ -659,6 +794,8 @@ int cmd_bench(int argc, char **argv)
     if (rc == 0)
         rc = run_all(&r, data, &err);
     broker_stop(&b);
+    for (size_t i = 0; i < NPRINCIPALS; i++)
+        kkey_wipe(&r.who[i].key);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (rc != 0) {

@@ -43,7 +43,8 @@ static void usage(FILE *f)
                "  --tz ZONE           the region's zone: +07:00 (default, WIB), WITA, WIT, +HH:MM\n"
                "  --rebuild           replay the whole log into a fresh state first, with the\n"
                "                      agent's own code, and report from that\n"
-               "  -b, --broker EP     --rebuild from this broker\n"
+               "  -b, --broker EP     --rebuild from this broker, as the principal of the global\n"
+               "                      --key (kabar --key FILE oversight ...) or $KABAR_KEY\n"
                "  --log DIR           --rebuild offline from this log directory (kabard --data)\n"
                "  -t, --timeout MS    how long to wait for a silent broker (default 10000)\n"
                "\n"
@@ -179,9 +180,12 @@ static int rebuild(const opts *o, char *tmp, size_t cap, ostate **st)
         return cli_error(CMD, "cannot make a temporary directory: %s (set TMPDIR)",
                          strerror(errno));
     }
+    kabar_client_opts co = {.timeout_ms = o->timeout_ms};
+    if (o->broker != NULL && cli_identity(CMD, NULL, &co) != CLI_OK) /* --key, KABAR_KEY */
+        return CLI_USAGE;
     int rc = ostate_open(st, tmp, false, &e);
     if (rc == 0 && o->broker != NULL)
-        rc = rebuild_from_broker(*st, cli_broker(o->broker), o->timeout_ms, NULL, &e);
+        rc = rebuild_from_broker_opts(*st, cli_broker(o->broker), &co, NULL, &e);
     else if (rc == 0)
         rc = rebuild_from_log(*st, o->log, NULL, &e);
     if (rc != 0) {

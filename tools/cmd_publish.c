@@ -14,6 +14,14 @@
  * it, stores it durably in its outbox and forwards it to the broker later.
  * One synchronous request per line, so results come in order by themselves;
  * an accepted line reports the event's outbox position, not a seq.
+ *
+ * Signing: the client signs each PUB batch with the identity key (--key,
+ * cli_identity). With --key-dir DIR (an admin importing events of many
+ * agencies) each event is signed with DIR/SOURCE.key instead: the signer is
+ * switched (kabar_client_set_signer, which cuts the batch) whenever the
+ * source changes, so input grouped by source keeps batches large. Keys are
+ * loaded once each; a source without a key file ends the run before that
+ * event is sent.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -26,6 +34,7 @@
 
 #include "cli.h"
 #include "kabar_agent.h"
+#include "kkey.h"
 
 static const char *const CMD = "publish";
 
@@ -33,6 +42,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: kabar publish [FILE|-] [--broker EP | --agent DIR] [--source ID]\n"
+            "                     [--key FILE] [--server-key KEY|FILE] [--key-dir DIR]\n"
             "                     [--window N] [--timeout MS]\n"
             "\n"
             "Publish the events of FILE (default: standard input), one JSON object per\n"
@@ -52,6 +62,14 @@ static void usage(FILE *f)
             ")\n"
             "  -a, --agent DIR    hand the events to the kabar-agent whose data directory is DIR\n"
             "  -s, --source ID    agency id for events that have no \"source\"\n"
+            "      --key FILE     your secret key file (default $KABAR_KEY): the broker admits\n"
+            "                     you by it and each batch of events is signed with it.\n"
+            "                     Without one: plaintext and unsigned (kabard --insecure)\n"
+            "      --server-key KEY  the broker's public key, ed25519:... or a file holding it\n"
+            "                     (default $KABAR_SERVER_KEY)\n"
+            "      --key-dir DIR  sign each event with DIR/SOURCE.key, the secret key of its\n"
+            "                     source agency, instead of --key (an admin importing the\n"
+            "                     events of many agencies; --key still opens the connection)\n"
             "  -w, --window N     events in flight before waiting for acks (default 1024;\n"
             "                     not used with --agent: one event at a time)\n"
             "  -t, --timeout MS   give up when the broker (or the agent) is silent this long\n"
@@ -83,8 +101,18 @@ typedef struct pub_state {
     kabar_buf out;
     bool rejected;
     bool write_failed;
-    bool flush_each; /* results come one at a time (--agent): flush each */
+    bool flush_each;     /* results come one at a time (--agent): flush each */
+    const char *key_dir; /* --key-dir: sign with KEY_DIR/SOURCE.key */
+    struct signer *signers;
+    size_t nsigners;
+    size_t cur; /* index of the signer in use + 1; 0: the client's own key */
 } pub_state;
+
+/* A source agency's key, loaded from --key-dir. */
+typedef struct signer {
+    char source[KABAR_MAX_AGENCY_LEN + 1];
+    kkey key;
+} signer;
 
 static outline *q_at(pub_state *st, uint64_t pos)
 {
@@ -207,6 +235,44 @@ static bool blank(const char *s, size_t n)
     return true;
 }
 
+/*
+ * --key-dir: make the key of `source` the signer (loading DIR/SOURCE.key the
+ * first time). 0, or the reason the event cannot be signed.
+ */
+static int use_signer(pub_state *st, kabar_client *c, kabar_str source, kabar_error *err)
+{
+    if (st->cur > 0) {
+        const char *cur = st->signers[st->cur - 1].source;
+        if (strlen(cur) == source.len && memcmp(cur, source.ptr, source.len) == 0)
+            return 0;
+    }
+    size_t i = 0;
+    while (i < st->nsigners && !(strlen(st->signers[i].source) == source.len &&
+                                 memcmp(st->signers[i].source, source.ptr, source.len) == 0))
+        i++;
+    if (i == st->nsigners) {
+        signer *p = realloc(st->signers, (st->nsigners + 1) * sizeof *p);
+        if (p == NULL)
+            return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
+        st->signers = p;
+        signer *sg = &p[i];
+        char path[4096];
+        kabar_error e = {0};
+        snprintf(sg->source, sizeof sg->source, "%.*s", (int)source.len, source.ptr);
+        snprintf(path, sizeof path, "%s/%s.key", st->key_dir, sg->source);
+        if (kkey_load(&sg->key, path, &e) != 0)
+            return kabar_error_set(err, e.code ? e.code : KABAR_IO,
+                                   "no signing key for source \"%s\": %s (--key-dir %s needs "
+                                   "%s.key, the secret key of every source agency in the input)",
+                                   sg->source, e.message, st->key_dir, sg->source);
+        st->nsigners++;
+    }
+    int rc = kabar_client_set_signer(c, &st->signers[i].key, err);
+    if (rc == 0)
+        st->cur = i + 1;
+    return rc;
+}
+
 /* One input line: queue it, and publish it when it is a valid event. */
 static int one_line(pub_state *st, kabar_client *c, const kabar_schema *schema, const char *source,
                     char *line, size_t len, uint64_t lineno, kabar_error *err)
@@ -229,6 +295,14 @@ static int one_line(pub_state *st, kabar_client *c, const kabar_schema *schema, 
     }
     if (kabar_event_decode(NULL, ev, evlen, &dec, NULL) == 0)
         copy_id(o, dec.id.ptr, dec.id.len);
+    if (st->key_dir != NULL) {
+        int src = use_signer(st, c, dec.source, err);
+        if (src != 0) {
+            st->end--; /* not sent: the run ends here, this line gets no result */
+            free(ev);
+            return src;
+        }
+    }
     int rc = kabar_client_publish(c, ev, evlen, (void *)(uintptr_t)pos, err);
     free(ev);
     return rc;
@@ -254,8 +328,12 @@ static int run(pub_state *st, kabar_client *c, const kabar_schema *schema, const
     free(line);
     if (rc == 0 && ferror(in))
         rc = kabar_error_set(err, KABAR_IO, "cannot read the input");
-    if (rc == 0)
+    if (rc == 0) {
         rc = kabar_client_flush(c, err);
+    } else if (rc != KABAR_CONNECT && rc != KABAR_TIMEOUT) {
+        kabar_error e; /* the run stopped on this side: still report what was sent */
+        kabar_client_flush(c, &e);
+    }
     return rc;
 }
 
@@ -369,7 +447,7 @@ static int publish_to_agent(pub_state *st, const char *dir, int timeout_ms, cons
 }
 
 /* The default: the whole run against the broker. */
-static int publish_to_broker(pub_state *st, const char *broker, const kabar_client_opts *copts,
+static int publish_to_broker(pub_state *st, const char *broker, kabar_client_opts *copts,
                              const char *source, FILE *in)
 {
     kabar_client *c = NULL;
@@ -378,8 +456,9 @@ static int publish_to_broker(pub_state *st, const char *broker, const kabar_clie
     const kabar_schema *schema = kabar_schema_default(&err);
     if (schema == NULL)
         return cli_fail(CMD, &err);
-    if (kabar_client_connect(&c, cli_broker(broker), copts, &err) != 0)
-        return cli_fail(CMD, &err);
+    int connected = cli_connect(CMD, broker, NULL, copts, &c);
+    if (connected != CLI_OK)
+        return connected;
     kabar_client_on_result(c, on_result, st);
     if (run(st, c, schema, source, in, &err) != 0)
         code = cli_fail(CMD, &err);
@@ -400,10 +479,12 @@ int cmd_publish(int argc, char **argv)
         {"source", required_argument, NULL, 's'},
         {"window", required_argument, NULL, 'w'},
         {"timeout", required_argument, NULL, 't'},
+        {"key-dir", required_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
+        CLI_IDENTITY_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
-    const char *broker = NULL, *agent = NULL, *source = NULL, *path = "-";
+    const char *broker = NULL, *agent = NULL, *source = NULL, *path = "-", *key_dir = NULL;
     kabar_client_opts copts = {.timeout_ms = 10000, .window = 1024};
     uint64_t window;
     int opt;
@@ -429,10 +510,15 @@ int cmd_publish(int argc, char **argv)
             if (!cli_parse_int(CMD, "--timeout", optarg, 1, 3600000, &copts.timeout_ms))
                 return CLI_USAGE;
             break;
+        case 'k':
+            key_dir = optarg;
+            break;
         case 'h':
             usage(stdout);
             return CLI_OK;
         default:
+            if (cli_identity_option(opt, optarg))
+                break;
             return cli_usage_error(CMD, "unknown option");
         }
     }
@@ -445,12 +531,17 @@ int cmd_publish(int argc, char **argv)
                                     "forwards to the broker it was started with)");
     if (agent != NULL && agent[0] == '\0')
         return cli_usage_error(CMD, "--agent: an empty directory name");
+    if (agent != NULL && key_dir != NULL)
+        return cli_usage_error(CMD, "--key-dir is for publishing to a broker; the agent signs "
+                                    "with its own key");
+    if (key_dir != NULL && key_dir[0] == '\0')
+        return cli_usage_error(CMD, "--key-dir: an empty directory name");
 
     FILE *in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (in == NULL)
         return cli_error(CMD, "cannot open %s: %s", path, strerror(errno));
 
-    pub_state st = {0};
+    pub_state st = {.key_dir = key_dir};
     cli_signals();
     cli_stdout_buffered();
     int code = agent ? publish_to_agent(&st, agent, copts.timeout_ms, source, in)
@@ -459,6 +550,9 @@ int cmd_publish(int argc, char **argv)
         code = CLI_USAGE;
     for (uint64_t p = st.first; p < st.end; p++)
         free(q_at(&st, p)->message);
+    for (size_t i = 0; i < st.nsigners; i++)
+        kkey_wipe(&st.signers[i].key);
+    free(st.signers);
     free(st.q);
     kabar_buf_free(&st.out);
     if (in != stdin)

@@ -12,10 +12,17 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit_export.h"
+#include "audit_proof.h"
+#include "audit_source.h"
+#include "batchsig.h"
 #include "cli.h"
+#include "kkey.h"
 #include "store.h"
 #include "wire.h"
 
@@ -27,6 +34,7 @@ static void usage(FILE *f)
             "Usage: kabar replay (--broker EP | --data DIR) [--from SEQ] [--to SEQ]\n"
             "                    [--since TIME] [--until TIME] [--type PREFIX]\n"
             "                    [--source ID] [--target ID] [--format jsonl|csv|msgpack]\n"
+            "                    [--verify] [--with-proof FILE]\n"
             "\n"
             "Write every selected event of the log, then exit.\n"
             "\n"
@@ -47,16 +55,40 @@ static void usage(FILE *f)
             "                     received_at; csv: RFC 4180 with a header row\n"
             "                     seq,received_at,id,type,v,source,targets,occurred_at,corr,body;\n"
             "                     msgpack: records [seq, received_at, event] back to back\n"
-            "  -t, --timeout MS   give up when the broker is silent this long (default 10000)\n"
-            "  -h, --help         show this help\n"
+            "      --verify       also show who signed each event and whether its batch\n"
+            "                     signature verifies: JSON fields signature (\"valid\",\n"
+            "                     \"unsigned\" or \"invalid: WHY\"), key_id, agency; CSV columns\n"
+            "                     key_id,agency,signature (online: an auditor's --key)\n"
+            "      --with-proof FILE  write a verifiable export of the selection to FILE (- for\n"
+            "                     stdout) instead: every record of the covered seq range, a\n"
+            "                     range proof under a signed checkpoint and the signatures;\n"
+            "                     check it with 'kabar audit check-export' (docs/AUDIT.md)\n"
+            "  -t, --timeout MS   give up when the broker is silent this long (default "
+            "10000)\n" CLI_IDENTITY_HELP "  -h, --help         show this help\n"
             "\n"
             "Exit codes: 0 done, 2 bad usage, no log, or the broker cannot be reached.\n");
 }
 
 typedef enum { FMT_JSONL, FMT_CSV, FMT_MSGPACK } out_format;
 
+/* --verify: the signature of the batch of the previous event, cached. */
+typedef struct sigcheck {
+    store_reader *rd;  /* offline */
+    audit_source *src; /* online */
+    uint64_t batch;    /* cached batch id, 0: none */
+    bool bad;          /* the batch itself fails */
+    char why[KABAR_ERROR_MESSAGE_MAX + 64];
+    char key_id[KKEY_ID_TEXT];
+    char agency[64]; /* "" unregistered */
+    int64_t valid_from, revoked_at;
+    uint32_t n;
+    kabar_buf leaves;
+} sigcheck;
+
 typedef struct replay {
     out_format format;
+    bool verify;
+    sigcheck sig;
     uint64_t from, to; /* 0: no bound */
     bool has_since, has_until;
     int64_t since, until;
@@ -153,11 +185,169 @@ static int write_csv(replay *r, const kabar_record *rec, kabar_error *err)
         kabar_time_format(ev.occurred_at, t);
     rc |= csv_cstr(b, ev.has_occurred_at ? t : "");
     rc |= csv_field(b, ev.corr.ptr ? ev.corr.ptr : "", ev.corr.ptr ? ev.corr.len : 0, false);
-    rc |= csv_field(b, r->tmp.data, r->tmp.len, true);
+    rc |= csv_field(b, r->tmp.data, r->tmp.len, !r->verify);
     return rc ? kabar_error_set(err, KABAR_NO_MEMORY, "out of memory") : 0;
 }
 
-static int write_record(replay *r, const kabar_record *rec, kabar_error *err)
+/* Load batch `id` into the cache and check its signature once. */
+static void sig_load(sigcheck *sc, uint64_t id)
+{
+    kabar_error e = {0};
+    const uint8_t *key = NULL, *sig = NULL, *leaves = NULL;
+    uint32_t n = 0;
+    int rc;
+    sc->batch = id;
+    sc->bad = false;
+    sc->agency[0] = '\0';
+    sc->key_id[0] = '\0';
+    if (sc->rd) {
+        store_batch b;
+        if ((rc = store_batch_get(sc->rd, id, &b, &e)) == 0) {
+            key = b.key;
+            sig = b.sig;
+            n = b.n;
+            leaves = b.leaves;
+        }
+    } else {
+        audit_batch b;
+        if ((rc = audit_source_batch(sc->src, id, &b, &e)) == 0) {
+            key = b.key;
+            sig = b.sig;
+            n = b.n;
+            leaves = (const uint8_t *)b.leaves;
+        }
+    }
+    if (rc != 0) {
+        sc->bad = true;
+        snprintf(sc->why, sizeof sc->why, "batch %" PRIu64 " cannot be read: %s", id, e.message);
+        return;
+    }
+    kkey_id_text(key, sc->key_id);
+    sc->n = n;
+    sc->leaves.len = 0;
+    if (kabar_buf_append(&sc->leaves, leaves, (size_t)n * 32) != 0) {
+        sc->bad = true;
+        snprintf(sc->why, sizeof sc->why, "out of memory");
+        return;
+    }
+    if (batchsig_verify(key, sig, (const uint8_t(*)[32])sc->leaves.data, n, &e) != 0) {
+        sc->bad = true;
+        snprintf(sc->why, sizeof sc->why, "the batch signature does not verify");
+        return;
+    }
+    if (sc->rd) {
+        store_key k;
+        if (store_key_get(sc->rd, key, &k, &e) == 0) {
+            snprintf(sc->agency, sizeof sc->agency, "%s", k.agency);
+            sc->valid_from = k.valid_from;
+            sc->revoked_at = k.revoked_at;
+        }
+    } else {
+        audit_key k;
+        if (audit_source_key(sc->src, key, &k, &e) == 0) {
+            snprintf(sc->agency, sizeof sc->agency, "%s", k.agency);
+            sc->valid_from = k.valid_from;
+            sc->revoked_at = k.revoked_at;
+        }
+    }
+    if (sc->agency[0] == '\0') {
+        sc->bad = true;
+        snprintf(sc->why, sizeof sc->why, "key %s is not in the registry", sc->key_id);
+    }
+}
+
+/*
+ * The signature status of one record: "unsigned", "valid" or "invalid:
+ * WHY" into status; key_id and agency of the signer ("" when unsigned).
+ */
+static void sig_status(replay *r, const kabar_record *rec, uint64_t batch, uint32_t index,
+                       char *status, size_t ssz)
+{
+    sigcheck *sc = &r->sig;
+    kabar_event ev;
+    uint8_t leaf[32];
+    if (batch == 0) {
+        snprintf(status, ssz, "unsigned");
+        sc->key_id[0] = sc->agency[0] = '\0';
+        sc->batch = 0;
+        return;
+    }
+    if (batch != sc->batch)
+        sig_load(sc, batch);
+    if (sc->bad) {
+        snprintf(status, ssz, "invalid: %s", sc->why);
+        return;
+    }
+    merkle_leaf_hash(rec->bytes, rec->len, leaf);
+    if (index >= sc->n || memcmp(leaf, sc->leaves.data + (size_t)index * 32, 32) != 0) {
+        snprintf(status, ssz, "invalid: the event differs from what key %s signed", sc->key_id);
+        return;
+    }
+    if (rec->received_at < sc->valid_from || rec->received_at >= sc->revoked_at) {
+        snprintf(status, ssz, "invalid: key %s was not valid when the event was received",
+                 sc->key_id);
+        return;
+    }
+    if (kabar_event_decode(NULL, rec->bytes, rec->len, &ev, NULL) != 0 ||
+        ev.source.len != strlen(sc->agency) ||
+        memcmp(ev.source.ptr, sc->agency, ev.source.len) != 0) {
+        snprintf(status, ssz, "invalid: signed by agency %s, not by the event's source",
+                 sc->agency);
+        return;
+    }
+    snprintf(status, ssz, "valid");
+}
+
+/* The batch reference of a record: offline from the store, online from audit.records. */
+static int rec_batch(replay *r, const kabar_record *rec, uint64_t *batch, uint32_t *index,
+                     kabar_error *err)
+{
+    if (r->sig.rd)
+        return 0; /* set by the offline source */
+    audit_rec ar;
+    int rc = audit_source_record(r->sig.src, rec->seq, &ar, err);
+    if (rc != 0)
+        return rc;
+    *batch = ar.batch;
+    *index = ar.batch_index;
+    return 0;
+}
+
+/* Append the --verify fields to b: JSON (before the closing brace) or CSV columns. */
+static int sig_fields(replay *r, const kabar_record *rec, uint64_t batch, uint32_t index,
+                      kabar_error *err)
+{
+    kabar_buf *b = &r->buf;
+    char status[KABAR_ERROR_MESSAGE_MAX + 128];
+    int rc = rec_batch(r, rec, &batch, &index, err);
+    if (rc != 0)
+        return rc;
+    sig_status(r, rec, batch, index, status, sizeof status);
+    const char *kid = batch ? r->sig.key_id : "", *ag = batch ? r->sig.agency : "";
+    if (r->format == FMT_JSONL) {
+        if (b->len < 2 || b->data[b->len - 2] != '}')
+            return 0;
+        b->len -= 2; /* "}\n" */
+        rc |= kabar_buf_append(b, ",\"signature\":", 13);
+        rc |= cli_json_str(b, status, strlen(status));
+        if (batch) {
+            rc |= kabar_buf_append(b, ",\"key_id\":", 10);
+            rc |= cli_json_str(b, kid, strlen(kid));
+            rc |= kabar_buf_append(b, ",\"agency\":", 10);
+            rc |= cli_json_str(b, ag, strlen(ag));
+        }
+        rc |= kabar_buf_append(b, "}\n", 2);
+    } else if (r->format == FMT_CSV) {
+        rc |= csv_cstr(b, kid);
+        rc |= csv_cstr(b, ag);
+        rc |= csv_field(b, status, strlen(status), true);
+    }
+    return rc ? kabar_error_set(err, KABAR_NO_MEMORY, "out of memory") : 0;
+}
+
+/* Write one record; batch and index are the offline store's (online: looked up). */
+static int write_record_sig(replay *r, const kabar_record *rec, uint64_t batch, uint32_t index,
+                            kabar_error *err)
 {
     kabar_buf *b = &r->buf;
     int rc = 0;
@@ -178,6 +368,8 @@ static int write_record(replay *r, const kabar_record *rec, kabar_error *err)
     if (rc == KABAR_NO_MEMORY)
         return kabar_error_set(err, rc, "out of memory writing event seq %llu",
                                (unsigned long long)rec->seq);
+    if (rc == 0 && r->verify && (rc = sig_fields(r, rec, batch, index, err)) != 0)
+        return audit_error_wrap(err, rc, "--verify: seq %llu", (unsigned long long)rec->seq);
     if (rc != 0) { /* a stored event that does not decode: say which one */
         kabar_error why = *err;
         return kabar_error_set(err, rc,
@@ -193,6 +385,11 @@ static int write_record(replay *r, const kabar_record *rec, kabar_error *err)
     }
     r->written++;
     return 0;
+}
+
+static int write_record(replay *r, const kabar_record *rec, kabar_error *err)
+{
+    return write_record_sig(r, rec, 0, 0, err);
 }
 
 /* Records outside the period or seq range that the source could not skip. */
@@ -218,6 +415,7 @@ static int replay_offline(replay *r, const char *dir, const store_filter *base, 
     int rc;
     if ((rc = store_open(&s, dir, &so, err)) != 0 || (rc = store_reader_open(s, &rd, err)) != 0)
         goto done;
+    r->sig.rd = rd;
     f.from = r->from;
     f.to = r->to;
     if (r->has_since) {
@@ -246,7 +444,7 @@ static int replay_offline(replay *r, const char *dir, const store_filter *base, 
             break;
         }
         kabar_record rec = {sr.seq, sr.received_at, sr.bytes, sr.len};
-        if ((rc = write_record(r, &rec, err)) != 0 || cli_stop)
+        if ((rc = write_record_sig(r, &rec, sr.batch, sr.batch_index, err)) != 0 || cli_stop)
             break;
     }
 done:
@@ -312,7 +510,58 @@ enum {
     OPT_TYPE,
     OPT_SOURCE,
     OPT_TARGET,
+    OPT_VERIFY,
+    OPT_WITH_PROOF,
 };
+
+/* --with-proof FILE: the export document (tools/audit_export.h) instead of events. */
+static int replay_with_proof(const replay *r, const store_filter *f, const char *broker,
+                             const char *data, const kabar_client_opts *copts0, const char *path)
+{
+    kabar_error err = {0};
+    kabar_client *c = NULL;
+    audit_source s;
+    kabar_client_opts copts = *copts0;
+    int code;
+    if (data) {
+        if (audit_source_open_dir(&s, data, &err) != 0)
+            return cli_fail(CMD, &err);
+    } else {
+        if ((code = cli_connect(CMD, broker, NULL, &copts, &c)) != CLI_OK)
+            return code;
+        if (audit_source_open_client(&s, c, &err) != 0) {
+            kabar_client_destroy(&c);
+            return cli_fail(CMD, &err);
+        }
+    }
+    bool to_stdout = strcmp(path, "-") == 0;
+    FILE *out = to_stdout ? stdout : fopen(path, "w");
+    if (out == NULL) {
+        code = cli_error(CMD, "--with-proof %s: %s", path, strerror(errno));
+        goto done;
+    }
+    audit_export_opts o = {.type_prefix = f->type_prefix,
+                           .source = f->source,
+                           .target = f->target,
+                           .from = r->from,
+                           .to = r->to,
+                           .has_since = r->has_since,
+                           .has_until = r->has_until,
+                           .since = r->since,
+                           .until = r->until,
+                           .fresh = true};
+    code = CLI_OK;
+    if (audit_export_write(&s, &o, out, &err) != 0)
+        code = cli_fail(CMD, &err);
+    if (!to_stdout && fclose(out) != 0 && code == CLI_OK)
+        code = cli_error(CMD, "--with-proof %s: %s", path, strerror(errno));
+    if (to_stdout && cli_flush(CMD) != 0)
+        code = CLI_USAGE;
+done:
+    audit_source_close(&s);
+    kabar_client_destroy(&c);
+    return code;
+}
 
 static bool parse_format(const char *s, out_format *f)
 {
@@ -341,10 +590,13 @@ int cmd_replay(int argc, char **argv)
         {"target", required_argument, NULL, OPT_TARGET},
         {"format", required_argument, NULL, 'f'},
         {"timeout", required_argument, NULL, 't'},
+        {"verify", no_argument, NULL, OPT_VERIFY},
+        {"with-proof", required_argument, NULL, OPT_WITH_PROOF},
         {"help", no_argument, NULL, 'h'},
+        CLI_IDENTITY_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
-    const char *broker = NULL, *data = NULL;
+    const char *broker = NULL, *data = NULL, *proof_file = NULL;
     store_filter f = {0};
     replay r = {.format = FMT_JSONL};
     kabar_client_opts copts = {.timeout_ms = 10000};
@@ -352,6 +604,8 @@ int cmd_replay(int argc, char **argv)
 
     optind = 0;
     while ((opt = getopt_long(argc, argv, "b:D:f:t:h", longopts, NULL)) != -1) {
+        if (cli_identity_option(opt, optarg))
+            continue;
         switch (opt) {
         case 'b':
             broker = optarg;
@@ -395,6 +649,12 @@ int cmd_replay(int argc, char **argv)
             if (!cli_parse_int(CMD, "--timeout", optarg, 1, 3600000, &copts.timeout_ms))
                 return CLI_USAGE;
             break;
+        case OPT_VERIFY:
+            r.verify = true;
+            break;
+        case OPT_WITH_PROOF:
+            proof_file = optarg;
+            break;
         case 'h':
             usage(stdout);
             return CLI_OK;
@@ -412,12 +672,39 @@ int cmd_replay(int argc, char **argv)
     if (r.has_since && r.has_until && r.since >= r.until)
         return cli_usage_error(CMD, "--since must be before --until");
 
+    if (r.verify && r.format == FMT_MSGPACK)
+        return cli_usage_error(CMD, "--verify adds JSON fields or CSV columns: not with msgpack");
+    if (proof_file && r.verify)
+        return cli_usage_error(CMD, "--with-proof exports carry the signatures already: no "
+                                    "--verify with it");
+    if (proof_file)
+        return replay_with_proof(&r, &f, broker, data, &copts, proof_file);
+
     kabar_error err = {0};
     int rc, code = CLI_OK;
+    kabar_client *audit_client = NULL;
+    audit_source src = {0};
+    if (!data && (code = cli_identity(CMD, NULL, &copts)) != CLI_OK)
+        return code;
+    if (r.verify && !data) {
+        /* A second connection for the audit calls, beside the subscription. */
+        kabar_client_opts o2 = copts;
+        if ((code = cli_connect(CMD, broker, NULL, &o2, &audit_client)) != CLI_OK)
+            return code;
+        if (audit_source_open_client(&src, audit_client, &err) != 0) {
+            kabar_client_destroy(&audit_client);
+            return cli_fail(CMD, &err);
+        }
+        r.sig.src = &src;
+    }
+    code = CLI_OK;
     cli_signals();
     cli_stdout_buffered();
     if (r.format == FMT_CSV)
-        fputs("seq,received_at,id,type,v,source,targets,occurred_at,corr,body\r\n", stdout);
+        fputs(r.verify ? "seq,received_at,id,type,v,source,targets,occurred_at,corr,body,key_id,"
+                         "agency,signature\r\n"
+                       : "seq,received_at,id,type,v,source,targets,occurred_at,corr,body\r\n",
+              stdout);
     if (data)
         rc = replay_offline(&r, data, &f, &err);
     else
@@ -436,5 +723,8 @@ int cmd_replay(int argc, char **argv)
         code = CLI_USAGE;
     kabar_buf_free(&r.buf);
     kabar_buf_free(&r.tmp);
+    kabar_buf_free(&r.sig.leaves);
+    audit_source_close(&src);
+    kabar_client_destroy(&audit_client);
     return code;
 }

@@ -20,7 +20,8 @@ static const char *const CMD = "status";
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: kabar status [--broker EP | --data DIR] [--json]\n"
+    fprintf(f, "Usage: kabar status [--broker EP | --data DIR] [--json] [--key FILE]\n"
+               "                    [--server-key KEY|FILE]\n"
                "\n"
                "Show the log's head seq, event count, size on disk and durable consumers\n"
                "with their lag (events in the log after the consumer's last ack).\n"
@@ -36,6 +37,9 @@ static void usage(FILE *f)
                "                     subscriptions, published, rejected, duplicates; from\n"
                "                     --data also data, last_received_at\n"
                "  -t, --timeout MS   give up when the broker is silent this long (default 10000)\n"
+               "      --key FILE     your secret key file (default $KABAR_KEY)\n"
+               "      --server-key KEY  the broker's public key, ed25519:... or a file holding\n"
+               "                     it (default $KABAR_SERVER_KEY)\n"
                "  -h, --help         show this help\n"
                "\n"
                "Exit codes: 0 ok, 2 bad usage, no log, or the broker cannot be reached.\n");
@@ -216,9 +220,13 @@ static void print_text(json_t *o)
 int cmd_status(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"broker", required_argument, NULL, 'b'}, {"data", required_argument, NULL, 'D'},
-        {"json", no_argument, NULL, 'j'},         {"timeout", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"broker", required_argument, NULL, 'b'},
+        {"data", required_argument, NULL, 'D'},
+        {"json", no_argument, NULL, 'j'},
+        {"timeout", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        CLI_IDENTITY_LONGOPTS,
+        {NULL, 0, NULL, 0},
     };
     const char *broker = NULL, *data = NULL;
     bool as_json = false;
@@ -245,6 +253,8 @@ int cmd_status(int argc, char **argv)
             usage(stdout);
             return CLI_OK;
         default:
+            if (cli_identity_option(opt, optarg))
+                break;
             return cli_usage_error(CMD, "unknown option");
         }
     }
@@ -255,6 +265,8 @@ int cmd_status(int argc, char **argv)
 
     kabar_error err = {0};
     json_t *o = NULL;
+    if (data == NULL && cli_identity(CMD, NULL, &copts) != CLI_OK)
+        return CLI_USAGE;
     int rc =
         data ? status_offline(data, &o, &err) : status_online(cli_broker(broker), &copts, &o, &err);
     if (rc != 0) {

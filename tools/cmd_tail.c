@@ -24,7 +24,7 @@ static void usage(FILE *f)
     fprintf(f,
             "Usage: kabar tail [--broker EP] [--type PREFIX] [--source ID] [--target ID]\n"
             "                  [--from SEQ | --since TIME | --new] [--durable NAME]\n"
-            "                  [--count N] [--timeout MS]\n"
+            "                  [--count N] [--timeout MS] [--key FILE] [--server-key KEY]\n"
             "\n"
             "Print events as JSON Lines as the broker commits them, until interrupted\n"
             "(Ctrl-C, SIGTERM) or N events were printed.\n"
@@ -46,6 +46,11 @@ static void usage(FILE *f)
             "                     --from, --since or --new says otherwise.\n"
             "  -n, --count N      exit after N events\n"
             "  -t, --timeout MS   give up when the broker is silent this long (default 10000)\n"
+            "      --key FILE     your secret key file (default $KABAR_KEY); an agent key sees\n"
+            "                     only events that target its agency and broadcasts, so give\n"
+            "                     --target with it\n"
+            "      --server-key KEY  the broker's public key, ed25519:... or a file holding it\n"
+            "                     (default $KABAR_SERVER_KEY)\n"
             "  -h, --help         show this help\n"
             "\n"
             "Exit codes: 0 interrupted or N events printed, 2 bad usage or the broker\n"
@@ -143,6 +148,7 @@ int cmd_tail(int argc, char **argv)
         {"count", required_argument, NULL, 'n'},
         {"timeout", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
+        CLI_IDENTITY_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     const char *broker = NULL;
@@ -197,6 +203,8 @@ int cmd_tail(int argc, char **argv)
             usage(stdout);
             return CLI_OK;
         default:
+            if (cli_identity_option(opt, optarg))
+                break;
             return cli_usage_error(CMD, "unknown option");
         }
     }
@@ -213,8 +221,9 @@ int cmd_tail(int argc, char **argv)
     int code;
     cli_signals();
     cli_stdout_buffered();
-    if (kabar_client_connect(&c, cli_broker(broker), &copts, &err) != 0 ||
-        kabar_client_subscribe(c, &so, &t.sub, &err) != 0) {
+    if ((code = cli_connect(CMD, broker, NULL, &copts, &c)) != CLI_OK) {
+        /* reported */
+    } else if (kabar_client_subscribe(c, &so, &t.sub, &err) != 0) {
         code = cli_fail(CMD, &err);
     } else {
         code = follow(&t, count);

@@ -9,9 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit_cmd.h"
 #include "cli.h"
 #include "cmd_agent.h"
 #include "cmd_oversight.h"
+
+int cmd_keygen(int argc, char **argv); /* tools/cmd_keygen.c */
 
 typedef struct command {
     const char *name;
@@ -27,25 +30,36 @@ static const command commands[] = {
     {"bench", cmd_bench, "measure publish and replay throughput against a broker"},
     {"agent", cmd_agent, "show a kabar-agent's outbox, inbox and dead letters"},
     {"oversight", cmd_oversight, "the secretariat's report: visits, findings, innovations"},
+    {"audit", cmd_audit, "prove the log was not changed: verify, checkpoints, proofs, report"},
+    {"agency", cmd_agency, "the agency registry: add, list, show, revoke-key, rotate-key"},
+    {"keygen", cmd_keygen, "make an identity key (secret key file and its public key)"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: kabar [--schema FILE] COMMAND [OPTIONS] [ARGS]\n"
-               "       kabar help COMMAND | kabar --help | kabar --version\n"
-               "\n"
-               "kabar talks to a kabar broker (kabard): a durable event bus for the agencies\n"
-               "of a regional government.\n"
-               "\n"
-               "Commands:\n");
+    fprintf(f,
+            "Usage: kabar [--schema FILE] [--key FILE] [--server-key KEY|FILE] COMMAND [OPTIONS]\n"
+            "             [ARGS]\n"
+            "       kabar help COMMAND | kabar --help | kabar --version\n"
+            "\n"
+            "kabar talks to a kabar broker (kabard): a durable event bus for the agencies\n"
+            "of a regional government.\n"
+            "\n"
+            "Commands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n"
                "Global options:\n"
                "  --schema FILE  use this schema registry instead of the built-in one\n"
                "                 (same as env KABAR_SCHEMA)\n"
+               "  --key FILE     your secret key file (kabar keygen): the broker admits and\n"
+               "                 authorises you by it, and what you publish is signed with it\n"
+               "                 (same as env KABAR_KEY; none: plaintext, for kabard --insecure)\n"
+               "  --server-key KEY|FILE\n"
+               "                 the broker's public key (ed25519:..., or a file such as the\n"
+               "                 broker's DATA/broker.pub) (same as env KABAR_SERVER_KEY)\n"
                "  -h, --help     show this help\n"
                "  -V, --version  show the version\n"
                "\n"
@@ -53,6 +67,8 @@ static void usage(FILE *f)
                "  KABAR_BROKER   broker endpoint when --broker is not given\n"
                "                 (default " KABAR_DEFAULT_ENDPOINT ")\n"
                "  KABAR_SCHEMA   schema registry file\n"
+               "  KABAR_KEY      secret key file when --key is not given\n"
+               "  KABAR_SERVER_KEY  the broker's public key when --server-key is not given\n"
                "\n"
                "Exit codes: 0 ok, 1 some event was rejected or a check failed,\n"
                "2 bad usage or cannot run. 'kabar help COMMAND' shows a command's options.\n");
@@ -87,6 +103,14 @@ int main(int argc, char **argv)
             setenv("KABAR_SCHEMA", argv[++i], 1);
         } else if (strncmp(a, "--schema=", 9) == 0) {
             setenv("KABAR_SCHEMA", a + 9, 1);
+        } else if (strcmp(a, "--key") == 0 && i + 1 < argc) {
+            cli_set_key(argv[++i]);
+        } else if (strncmp(a, "--key=", 6) == 0) {
+            cli_set_key(a + 6);
+        } else if (strcmp(a, "--server-key") == 0 && i + 1 < argc) {
+            cli_set_server_key(argv[++i]);
+        } else if (strncmp(a, "--server-key=", 13) == 0) {
+            cli_set_server_key(a + 13);
         } else {
             fprintf(stderr, "kabar: unknown option '%s'. See 'kabar --help'.\n", a);
             return CLI_USAGE;
