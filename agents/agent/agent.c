@@ -35,12 +35,15 @@
 #include "inbox.h"
 #include "intake.h"
 #include "kabar.h"
+#include "kkey.h"
 
 /* The configuration: one table, printed by --help (STYLE.md #13). */
 typedef struct config {
     const char *agency;
     const char *data;
     const char *broker;
+    const char *key;
+    const char *server_key;
     bool insecure;
     const char *exec_cmd;
     const char *jsonl;
@@ -62,8 +65,15 @@ static const opt_row rows[] = {
             "data directory: agent.mdb (outbox, inbox state), agent.sock, agent.lock", F(data)),
     OPT_ROW("broker", OPT_STRING, KABAR_DEFAULT_ENDPOINT, "KABAR_BROKER", "ENDPOINT",
             "the broker to forward to", F(broker)),
+    OPT_ROW("key", OPT_STRING, NULL, "KABAR_KEY", "FILE",
+            "the agency's secret key (kabar keygen): CURVE to the broker, signs the events",
+            F(key)),
+    OPT_ROW("server-key", OPT_STRING, NULL, "KABAR_SERVER_KEY", "KEY|FILE",
+            "the broker's public key (ed25519:... or a file: DATA/broker.pub of kabard)",
+            F(server_key)),
     OPT_ROW("insecure", OPT_SWITCH, NULL, NULL, NULL,
-            "accept a plaintext connection to the broker (required in this version)", F(insecure)),
+            "plaintext, unsigned, to a broker started with --insecure (no key needed)",
+            F(insecure)),
     OPT_ROW("exec", OPT_STRING, NULL, NULL, "CMD",
             "hand each inbox event to `/bin/sh -c CMD` (JSON on stdin, KABAR_SEQ/KABAR_TYPE set)",
             F(exec_cmd)),
@@ -86,7 +96,8 @@ static const opt_table table = {"kabar-agent", rows, sizeof rows / sizeof rows[0
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: kabar-agent --agency ID --data DIR --broker ENDPOINT --insecure\n"
+    fprintf(f, "usage: kabar-agent --agency ID --data DIR --broker ENDPOINT\n"
+               "                   (--key FILE --server-key KEY|FILE | --insecure)\n"
                "                   [--exec CMD | --jsonl FILE] [options]\n\n"
                "Accepts events from local services on ipc://DIR/agent.sock, stores them in a\n"
                "durable outbox and forwards them to the broker until acked; hands the events\n"
@@ -126,10 +137,17 @@ static int check_config(const config *c)
         fprintf(stderr, "kabar-agent: --data DIR is required (the agent's own directory)\n");
         return 2;
     }
-    if (!c->insecure) {
-        fprintf(stderr, "kabar-agent: refusing to connect without encryption: CURVE is not "
-                        "available in this version; pass --insecure to accept plaintext "
-                        "(development, loopback only)\n");
+    if (!c->insecure && (c->key == NULL || c->key[0] == '\0')) {
+        fprintf(stderr, "kabar-agent: --key FILE is required: the agency's secret key (make one "
+                        "with `kabar keygen --out FILE` and have the broker's operator register "
+                        "FILE.pub with `kabar agency add`); or --insecure for a broker started "
+                        "with --insecure\n");
+        return 2;
+    }
+    if (!c->insecure && (c->server_key == NULL || c->server_key[0] == '\0')) {
+        fprintf(stderr, "kabar-agent: --server-key KEY|FILE is required: the broker's public key "
+                        "(its DATA/broker.pub, from the operator), so that the agent talks to the "
+                        "real broker; or --insecure for a broker started with --insecure\n");
         return 2;
     }
     if (c->exec_cmd != NULL && c->jsonl != NULL) {
@@ -161,6 +179,10 @@ typedef struct agent {
     inbox *in;
     intake *intake;
     atomic_bool stop;
+    bool secure; /* key and server_pk loaded: CURVE, signed events */
+    kkey key;
+    uint8_t server_pk[KKEY_PUBLIC];
+    char key_id[KKEY_ID_TEXT];
 } agent;
 
 static void agent_stop(agent *a)
@@ -175,6 +197,35 @@ static void agent_stop(agent *a)
     agentdb_close(&a->db);
     if (a->lock_fd >= 0)
         close(a->lock_fd);
+    kkey_wipe(&a->key);
+}
+
+/*
+ * Load --key and --server-key (unless --insecure). 0, or 2 with the reason
+ * on stderr.
+ */
+static int load_keys(agent *a)
+{
+    const config *c = &a->cfg;
+    kabar_error e = {0};
+    if (c->insecure) {
+        if (c->key != NULL || c->server_key != NULL)
+            fprintf(stderr, "kabar-agent: --insecure: not using --key/--server-key (or "
+                            "KABAR_KEY/KABAR_SERVER_KEY): plaintext, unsigned events\n");
+        return 0;
+    }
+    if (kkey_load(&a->key, c->key, &e) != 0) {
+        fprintf(stderr, "kabar-agent: --key: %s\n", e.message);
+        return 2;
+    }
+    if (kkey_public_parse(a->server_pk, c->server_key, &e) != 0) {
+        fprintf(stderr, "kabar-agent: --server-key: %s\n", e.message);
+        kkey_wipe(&a->key);
+        return 2;
+    }
+    kkey_id_text(a->key.pk, a->key_id);
+    a->secure = true;
+    return 0;
 }
 
 static int agent_start(agent *a, const kabar_schema *schema)
@@ -186,14 +237,17 @@ static int agent_start(agent *a, const kabar_schema *schema)
         rc = agentdb_set_identity(a->db, c->agency, c->broker, &e);
     if (rc == 0)
         rc = agentdb_set_connected(a->db, false, kabar_now(), &e);
-    forward_opts fo = {c->broker, a->db, (int)c->timeout_ms, (uint32_t)c->window, &a->stop};
+    const kkey *key = a->secure ? &a->key : NULL;
+    const uint8_t *server_pk = a->secure ? a->server_pk : NULL;
+    forward_opts fo = {c->broker,           c->agency, a->db, (int)c->timeout_ms,
+                       (uint32_t)c->window, &a->stop,  key,   server_pk};
     if (rc == 0)
         rc = forward_start(&a->fwd, &fo, &e);
     if (rc == 0 && (c->exec_cmd != NULL || c->jsonl != NULL)) {
         handoff_opts ho = {c->exec_cmd, c->jsonl, c->agency, (int)c->exec_timeout_ms, NULL, NULL};
         rc = handoff_open(&a->out, &ho, &e);
-        inbox_opts io = {c->broker,          c->agency, a->db, a->out, (uint32_t)c->max_tries,
-                         (int)c->timeout_ms, &a->stop};
+        inbox_opts io = {c->broker,          c->agency, a->db, a->out,   (uint32_t)c->max_tries,
+                         (int)c->timeout_ms, &a->stop,  key,   server_pk};
         if (rc == 0)
             rc = inbox_start(&a->in, &io, &e);
     }
@@ -212,6 +266,8 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc == 1 ? 0 : 2;
     if ((rc = check_config(&a.cfg)) != 0)
+        return rc;
+    if ((rc = load_keys(&a)) != 0)
         return rc;
     klog_init("kabar-agent", 2, (klog_level)a.cfg.log_level);
     if (mkdir(a.cfg.data, 0755) != 0 && errno != EEXIST) {
@@ -253,8 +309,10 @@ int main(int argc, char **argv)
         return 2;
     }
     klog(KLOG_INFO, "KABAR-AGENT-READY",
-         "agency %s accepting events on ipc://%s/agent.sock, forwarding to %s, inbox: %s",
+         "agency %s accepting events on ipc://%s/agent.sock, forwarding to %s (%s%s), inbox: %s",
          a.cfg.agency, a.dir, a.cfg.broker,
+         a.secure ? "CURVE, events signed by key " : "plaintext, unsigned: --insecure",
+         a.secure ? a.key_id : "",
          a.cfg.exec_cmd ? "exec"
          : a.cfg.jsonl  ? "jsonl"
                         : "off (no --exec or --jsonl)");

@@ -455,6 +455,21 @@ int agentdb_set_broker_head(agentdb *db, uint64_t head, int64_t at, kabar_error 
     return write_end(db, txn, rc, err, "recording the broker's head");
 }
 
+int agentdb_set_problem(agentdb *db, const char *code, const char *message, int64_t since,
+                        kabar_error *err)
+{
+    MDB_txn *txn;
+    int rc = write_begin(db, &txn, err, "recording the forwarding problem");
+    if (rc != 0)
+        return rc;
+    rc = meta_put_str(txn, db->meta, "problem_code", code);
+    if (rc == 0)
+        rc = meta_put_str(txn, db->meta, "problem", code[0] ? message : "");
+    if (rc == 0)
+        rc = meta_put_i64(txn, db->meta, "problem_since", code[0] ? since : INT64_MIN);
+    return write_end(db, txn, rc, err, "recording the forwarding problem");
+}
+
 int agentdb_inbox_pos(agentdb *db, uint64_t *pos, kabar_error *err)
 {
     MDB_txn *txn;
@@ -680,6 +695,10 @@ static int read_status(agentdb *db, MDB_txn *txn, agentdb_status *st)
     int rc = meta_get_str(txn, m, "agency", st->agency, sizeof st->agency);
     if (rc == 0)
         rc = meta_get_str(txn, m, "broker", st->broker, sizeof st->broker);
+    if (rc == 0)
+        rc = meta_get_str(txn, m, "problem_code", st->problem_code, sizeof st->problem_code);
+    if (rc == 0)
+        rc = meta_get_str(txn, m, "problem", st->problem, sizeof st->problem);
     MDB_val k = {9, "connected"}, d;
     if (rc == 0) {
         rc = mdb_get(txn, m, &k, &d);
@@ -702,6 +721,7 @@ static int read_status(agentdb *db, MDB_txn *txn, agentdb_status *st)
         {"delivered", &st->delivered, NULL},
         {"broker_head", &st->broker_head, NULL},
         {"broker_head_at", NULL, &st->broker_head_at},
+        {"problem_since", NULL, &st->problem_since},
     };
     for (size_t i = 0; rc == 0 && i < sizeof f / sizeof f[0]; i++)
         rc = f[i].u ? meta_get_u64(txn, m, f[i].name, f[i].u)
@@ -714,7 +734,7 @@ int agentdb_status_get(agentdb *db, agentdb_status *st, kabar_error *err)
     MDB_txn *txn;
     memset(st, 0, sizeof *st);
     st->connected_since = st->oldest_at = st->last_acked_at = INT64_MIN;
-    st->inbox_at = st->broker_head_at = INT64_MIN;
+    st->inbox_at = st->broker_head_at = st->problem_since = INT64_MIN;
     int rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
     if (rc != 0)
         return lmdb_fail(err, rc, db, "reading the status");

@@ -17,11 +17,12 @@
  *   dead      seq -> letter     inbox events whose hand-off kept failing
  *   retry     seq -> letter     dead letters re-queued by `kabar agent inbox
  *                               --retry`, waiting for the inbox to try again
- *   meta      name (string) -> value: "agency", "broker" (strings);
+ *   meta      name (string) -> value: "agency", "broker", "problem_code",
+ *             "problem" (strings);
  *             "next_pos", "last_acked_seq", "forwarded", "inbox_pos",
  *             "delivered", "broker_head" (uint64 BE); "connected" (1 byte);
  *             "connected_since", "last_acked_at", "inbox_at",
- *             "broker_head_at" (int64 ns BE)
+ *             "broker_head_at", "problem_since" (int64 ns BE)
  *
  * A letter is one byte layout for the three lists:
  *
@@ -114,6 +115,13 @@ int agentdb_outbox_done(agentdb *db, const agentdb_result *r, size_t n, int64_t 
 
 int agentdb_set_connected(agentdb *db, bool connected, int64_t since, kabar_error *err);
 int agentdb_set_broker_head(agentdb *db, uint64_t head, int64_t at, kabar_error *err);
+/*
+ * The condition that keeps the forwarder from delivering, for `kabar agent
+ * status`: code is an error name (UNKNOWN_KEY, CONNECT, ...) and message
+ * says what to do; code "" clears it.
+ */
+int agentdb_set_problem(agentdb *db, const char *code, const char *message, int64_t since,
+                        kabar_error *err);
 
 /* ---- inbox ---- */
 
@@ -190,6 +198,9 @@ typedef struct agentdb_status {
     uint64_t retry;
     uint64_t broker_head;
     int64_t broker_head_at;
+    char problem_code[33];                 /* "" when none */
+    char problem[KABAR_ERROR_MESSAGE_MAX]; /* what is wrong and what to do */
+    int64_t problem_since;                 /* INT64_MIN when none */
 } agentdb_status;
 
 int agentdb_status_get(agentdb *db, agentdb_status *st, kabar_error *err);

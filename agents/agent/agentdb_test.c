@@ -153,6 +153,34 @@ static void test_identity(void **state)
     agentdb_close(&db);
 }
 
+/* The forwarding problem shown by `kabar agent status`: set, kept across a reopen, cleared. */
+static void test_problem(void **state)
+{
+    agentdb *db = NULL;
+    kabar_error e;
+    agentdb_status st;
+    assert_int_equal(agentdb_open(&db, dir, false, &e), 0);
+    assert_int_equal(agentdb_status_get(db, &st, &e), 0);
+    assert_string_equal(st.problem_code, "");
+    assert_true(st.problem_since == INT64_MIN);
+    assert_int_equal(
+        agentdb_set_problem(db, "UNKNOWN_KEY", "key 0123 revoked: register a new one", 77, &e), 0);
+    agentdb_close(&db);
+    assert_int_equal(agentdb_open(&db, dir, true, &e), 0);
+    assert_int_equal(agentdb_status_get(db, &st, &e), 0);
+    assert_string_equal(st.problem_code, "UNKNOWN_KEY");
+    assert_string_equal(st.problem, "key 0123 revoked: register a new one");
+    assert_true(st.problem_since == 77);
+    agentdb_close(&db);
+    assert_int_equal(agentdb_open(&db, dir, false, &e), 0);
+    assert_int_equal(agentdb_set_problem(db, "", "ignored", 99, &e), 0);
+    assert_int_equal(agentdb_status_get(db, &st, &e), 0);
+    assert_string_equal(st.problem_code, "");
+    assert_string_equal(st.problem, "");
+    assert_true(st.problem_since == INT64_MIN);
+    agentdb_close(&db);
+}
+
 static void test_dead_letters(void **state)
 {
     agentdb *db = NULL;
@@ -228,6 +256,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rejected_list_keeps_event, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_problem, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readonly_missing, setup, teardown),
     };

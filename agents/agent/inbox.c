@@ -201,10 +201,28 @@ static void disconnect(inbox *in)
     in->acked = in->ack_pos = 0;
 }
 
+/* What to do about a refusal of the subscription, or "". */
+static const char *refusal_hint(int code)
+{
+    switch (code) {
+    case KABAR_NOT_OWN_CONSUMER:
+        return " (the durable consumer belongs to another principal: was this agency's inbox "
+               "first created with another key's agency? the operator can remove the consumer)";
+    case KABAR_NOT_OWN_TARGET:
+        return " (the key is registered for another agency: give kabar-agent its own agency's "
+               "key)";
+    default:
+        return "";
+    }
+}
+
 static bool attach(inbox *in, int *backoff)
 {
     kabar_error e = {0};
-    kabar_client_opts co = {.timeout_ms = in->o.timeout_ms, .window = 16};
+    kabar_client_opts co = {.timeout_ms = in->o.timeout_ms,
+                            .window = 16,
+                            .key = in->o.key,
+                            .server_key = in->o.server_key};
     int rc = 0;
     if (in->c == NULL)
         rc = kabar_client_connect(&in->c, in->o.endpoint, &co, &e);
@@ -215,8 +233,10 @@ static bool attach(inbox *in, int *backoff)
                              .credit = INBOX_BATCH};
         rc = kabar_client_subscribe(in->c, &so, &in->sub, &e);
         if (rc != 0)
-            klog(KLOG_WARN, "KABAR-AGENT-INBOX-FAIL", "cannot subscribe as %s: %s: %s", in->name,
-                 kabar_errname(rc), e.message);
+            klog(rc == KABAR_NOT_OWN_CONSUMER || rc == KABAR_NOT_OWN_TARGET ? KLOG_ERROR
+                                                                            : KLOG_WARN,
+                 "KABAR-AGENT-INBOX-FAIL", "cannot subscribe as %s: %s: %s%s", in->name,
+                 kabar_errname(rc), e.message, refusal_hint(rc));
     }
     if (rc != 0) {
         disconnect(in);

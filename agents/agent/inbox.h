@@ -21,6 +21,12 @@
  * the fsync and the store commit; an exec handler may see an event again
  * if the agent dies while it runs (at-least-once).
  *
+ * With a key the subscription speaks CURVE; the broker lets the agent
+ * subscribe only with target = its agency, and the durable consumer
+ * belongs to the agency that created it (another principal gets
+ * NOT_OWN_CONSUMER). Refusals are logged with what to do and retried
+ * with backoff.
+ *
  * Dead letters re-queued by `kabar agent inbox --retry` are picked up
  * between events (and at least once a second when the inbox is idle).
  */
@@ -47,6 +53,8 @@ typedef struct inbox_opts {
     uint32_t max_tries; /* at least 1 */
     int timeout_ms;     /* the client's */
     atomic_bool *stop;
+    const struct kkey *key;    /* NULL: plaintext (--insecure) */
+    const uint8_t *server_key; /* the broker's Ed25519 public key, with key */
 } inbox_opts;
 
 int inbox_start(inbox **out, const inbox_opts *o, kabar_error *err);

@@ -20,6 +20,14 @@
  * when the state has caught up with the broker's head, so the agent never
  * publishes on a finding whose resolution is still waiting in the log.
  *
+ * Trust: with --key the connection speaks CURVE and the finding.overdue
+ * events are signed; the key must be registered for --agency with role
+ * oversight (subscribing to every event needs it). A refusal of the key
+ * (UNKNOWN_KEY, BAD_SIGNATURE, UNSIGNED, CANNOT_PUBLISH, NOT_OWN_SOURCE,
+ * SIGNER_NOT_SOURCE) is a configuration problem: logged with what to do,
+ * the finding is not marked refused, and the check backs off (1 s
+ * doubling to 30 s) instead of publishing every second.
+ *
  * Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or cannot start.
  */
 #include <errno.h>
@@ -35,6 +43,7 @@
 #include <unistd.h>
 
 #include "kabar.h"
+#include "kkey.h"
 #include "oapply.h"
 #include "odate.h"
 #include "dirlock.h"
@@ -43,17 +52,20 @@
 #include "ostate.h"
 #include "overdue.h"
 
-#define SUB_PREFIX     "oversight-"
-#define BATCH_MAX      1024
-#define CHECK_MS       1000
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 3000
-#define KILL_HOOK_ENV  "KABAR_OVERSIGHT_TEST_KILL_AFTER_PUBLISH"
+#define SUB_PREFIX         "oversight-"
+#define BATCH_MAX          1024
+#define CHECK_MS           1000
+#define BACKOFF_MIN_MS     100
+#define BACKOFF_MAX_MS     3000
+#define KEY_BACKOFF_MAX_MS 30000
+#define KILL_HOOK_ENV      "KABAR_OVERSIGHT_TEST_KILL_AFTER_PUBLISH"
 
 typedef struct config {
     const char *agency;
     const char *data;
     const char *broker;
+    const char *key;
+    const char *server_key;
     bool insecure;
     const char *now;
     const char *tz;
@@ -73,8 +85,15 @@ static const opt_row rows[] = {
             "data directory: oversight.mdb (the state), oversight.lock", F(data)),
     OPT_ROW("broker", OPT_STRING, KABAR_DEFAULT_ENDPOINT, "KABAR_BROKER", "ENDPOINT", "the broker",
             F(broker)),
+    OPT_ROW("key", OPT_STRING, NULL, "KABAR_KEY", "FILE",
+            "the secretariat's secret key (kabar keygen; role oversight): CURVE, signed events",
+            F(key)),
+    OPT_ROW("server-key", OPT_STRING, NULL, "KABAR_SERVER_KEY", "KEY|FILE",
+            "the broker's public key (ed25519:... or a file: DATA/broker.pub of kabard)",
+            F(server_key)),
     OPT_ROW("insecure", OPT_SWITCH, NULL, NULL, NULL,
-            "accept a plaintext connection to the broker (required in this version)", F(insecure)),
+            "plaintext, unsigned, to a broker started with --insecure (no key needed)",
+            F(insecure)),
     OPT_ROW("now", OPT_STRING, NULL, NULL, "TIME",
             "a fixed clock: RFC 3339 instant or date (00:00 in --tz); default: the real time",
             F(now)),
@@ -92,7 +111,8 @@ static const opt_table table = {"kabar-oversight", rows, sizeof rows / sizeof ro
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: kabar-oversight --agency ID --data DIR --broker ENDPOINT --insecure\n"
+    fprintf(f, "usage: kabar-oversight --agency ID --data DIR --broker ENDPOINT\n"
+               "                       (--key FILE --server-key KEY|FILE | --insecure)\n"
                "                       [--now TIME] [--tz ZONE] [options]\n\n"
                "Follows every event of the bus into the oversight state (findings, visits,\n"
                "innovations, attendance) and publishes finding.overdue, once per finding,\n"
@@ -143,6 +163,12 @@ typedef struct ovs {
     uint64_t *seqs;
     int *codes;
     bool *dups;
+    bool secure; /* key and server_pk loaded */
+    kkey key;
+    uint8_t server_pk[KKEY_PUBLIC];
+    char key_id[KKEY_ID_TEXT];
+    bool key_problem; /* the last round's events were refused for the key */
+    int key_backoff_ms;
 } ovs;
 
 static volatile sig_atomic_t got_signal;
@@ -192,14 +218,54 @@ static void broker_down(ovs *o, const char *why)
     o->backoff_ms = o->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : o->backoff_ms * 2;
 }
 
+/* A refusal that says the key or its role is wrong, not the event. */
+static bool key_refusal(int code)
+{
+    switch (code) {
+    case KABAR_UNKNOWN_KEY:
+    case KABAR_BAD_SIGNATURE:
+    case KABAR_UNSIGNED:
+    case KABAR_CANNOT_PUBLISH:
+    case KABAR_NOT_OWN_SOURCE:
+    case KABAR_SIGNER_NOT_SOURCE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static bool attach(ovs *o)
 {
     kabar_error e = {0};
-    kabar_client_opts co = {.timeout_ms = (int)o->cfg.timeout_ms, .window = 64};
+    kabar_client_opts co = {.timeout_ms = (int)o->cfg.timeout_ms,
+                            .window = 64,
+                            .key = o->secure ? &o->key : NULL,
+                            .server_key = o->secure ? o->server_pk : NULL};
     kabar_sub_opts so = {.durable = o->name, .start = KABAR_START_FIRST, .credit = BATCH_MAX};
-    if (kabar_client_connect(&o->c, o->cfg.broker, &co, &e) != 0 ||
-        kabar_client_subscribe(o->c, &so, &o->sub, &e) != 0) {
-        broker_down(o, e.message);
+    int rc = kabar_client_connect(&o->c, o->cfg.broker, &co, &e);
+    if (rc == 0)
+        rc = kabar_client_subscribe(o->c, &so, &o->sub, &e);
+    if (rc != 0) {
+        char why[KABAR_ERROR_MESSAGE_MAX + 256];
+        if (rc == KABAR_NOT_OWN_TARGET)
+            snprintf(why, sizeof why,
+                     "%s (key %s: the broker does not give this key every event: register "
+                     "agency %s with role oversight)",
+                     e.message, o->key_id, o->cfg.agency);
+        else if (rc == KABAR_NOT_OWN_CONSUMER)
+            snprintf(why, sizeof why,
+                     "%s (the durable consumer %s belongs to another agency: use another "
+                     "--agency, or have the operator remove the consumer)",
+                     e.message, o->name);
+        else
+            snprintf(why, sizeof why, "%s", e.message);
+        if (rc == KABAR_NOT_OWN_TARGET || rc == KABAR_NOT_OWN_CONSUMER || key_refusal(rc)) {
+            if (!o->down_logged)
+                klog(KLOG_ERROR, "KABAR-OVERSIGHT-KEY-PROBLEM", "the broker refuses %s: %s: %s",
+                     o->name, kabar_errname(rc), why);
+            o->down_logged = true; /* not "unreachable": it answered */
+        }
+        broker_down(o, why);
         return false;
     }
     o->backoff_ms = BACKOFF_MIN_MS;
@@ -337,7 +403,16 @@ static void on_result(void *arg, const kabar_pub_result *r)
     o->seqs[i] = r->seq;
     o->codes[i] = r->code;
     o->dups[i] = r->duplicate;
-    if (r->code != KABAR_OK) {
+    if (r->code != KABAR_OK && key_refusal(r->code)) {
+        if (!o->key_problem)
+            klog(KLOG_ERROR, "KABAR-OVERSIGHT-KEY-PROBLEM",
+                 "the broker refused finding.overdue signed by key %s: %s: %s; the key must be "
+                 "a valid key of agency %s (role oversight): kabar agency show %s; retrying "
+                 "with backoff",
+                 o->secure ? o->key_id : "(none: --insecure)", kabar_errname(r->code), r->message,
+                 o->cfg.agency, o->cfg.agency);
+        o->key_problem = true;
+    } else if (r->code != KABAR_OK) {
         const char *fid =
             json_string_value(json_object_get(json_array_get(o->round, i), "finding_id"));
         klog(KLOG_ERROR, "KABAR-OVERSIGHT-OVERDUE-REJECTED",
@@ -380,7 +455,7 @@ static void record_round(ovs *o, size_t n)
         if (o->codes[i] == KABAR_OK)
             rc = oapply_overdue_published(
                 t, fid, o->seqs[i], json_integer_value(json_object_get(b, "days_overdue")), &e);
-        else if (o->codes[i] > 0)
+        else if (o->codes[i] > 0 && !key_refusal(o->codes[i]))
             json_object_set_new(o->refused, fid, json_true());
     }
     if (rc == 0)
@@ -475,7 +550,17 @@ static void check_overdue(ovs *o)
         }
         if (getenv(KILL_HOOK_ENV) != NULL && strcmp(getenv(KILL_HOOK_ENV), "1") == 0)
             raise(SIGKILL); /* fault test: published and acked, not recorded */
+        o->key_problem = false;
+        for (size_t i = 0; i < n; i++)
+            o->key_problem = o->key_problem || key_refusal(o->codes[i]);
         record_round(o, n);
+        if (o->key_problem) {
+            o->next_check_ms = mono_ms() + o->key_backoff_ms;
+            o->key_backoff_ms = o->key_backoff_ms * 2 > KEY_BACKOFF_MAX_MS ? KEY_BACKOFF_MAX_MS
+                                                                           : o->key_backoff_ms * 2;
+            return;
+        }
+        o->key_backoff_ms = 1000;
     }
     if (!o->caught_up_logged) {
         klog(KLOG_INFO, "KABAR-OVERSIGHT-CAUGHT-UP",
@@ -558,10 +643,31 @@ static int check_config(ovs *o)
         fprintf(stderr, "kabar-oversight: --data DIR is required (the agent's own directory)\n");
         return 2;
     }
-    if (!c->insecure) {
-        fprintf(stderr, "kabar-oversight: refusing to connect without encryption: CURVE is not "
-                        "available in this version; pass --insecure to accept plaintext\n");
+    if (c->insecure) {
+        if (c->key != NULL || c->server_key != NULL)
+            fprintf(stderr, "kabar-oversight: --insecure: not using --key/--server-key (or "
+                            "KABAR_KEY/KABAR_SERVER_KEY): plaintext, unsigned events\n");
+    } else if (c->key == NULL || c->key[0] == '\0') {
+        fprintf(stderr, "kabar-oversight: --key FILE is required: the secretariat's secret key "
+                        "(make one with `kabar keygen --out FILE` and have the broker's operator "
+                        "register FILE.pub with `kabar agency add ... --role oversight`); or "
+                        "--insecure for a broker started with --insecure\n");
         return 2;
+    } else if (c->server_key == NULL || c->server_key[0] == '\0') {
+        fprintf(stderr, "kabar-oversight: --server-key KEY|FILE is required: the broker's public "
+                        "key (its DATA/broker.pub, from the operator); or --insecure for a broker "
+                        "started with --insecure\n");
+        return 2;
+    } else if (kkey_load(&o->key, c->key, &e) != 0) {
+        fprintf(stderr, "kabar-oversight: --key: %s\n", e.message);
+        return 2;
+    } else if (kkey_public_parse(o->server_pk, c->server_key, &e) != 0) {
+        fprintf(stderr, "kabar-oversight: --server-key: %s\n", e.message);
+        kkey_wipe(&o->key);
+        return 2;
+    } else {
+        kkey_id_text(o->key.pk, o->key_id);
+        o->secure = true;
     }
     if (!odate_tz_parse(c->tz, &o->tz_s)) {
         fprintf(stderr,
@@ -582,7 +688,7 @@ static int check_config(ovs *o)
 
 int main(int argc, char **argv)
 {
-    ovs o = {.lock_fd = -1, .backoff_ms = BACKOFF_MIN_MS};
+    ovs o = {.lock_fd = -1, .backoff_ms = BACKOFF_MIN_MS, .key_backoff_ms = 1000};
     int rc = parse_args(argc, argv, &o.cfg);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
@@ -621,9 +727,11 @@ int main(int argc, char **argv)
     char now[KABAR_TIME_MAX], tz[ODATE_TZ_MAX];
     kabar_time_format(clock_now(&o), now);
     odate_tz_format(o.tz_s, tz);
-    klog(KLOG_INFO, "KABAR-OVERSIGHT-READY", "agency %s, state %s, broker %s, zone %s, clock %s%s",
-         o.cfg.agency, ostate_path(o.st), o.cfg.broker, tz,
-         o.fixed_clock ? "fixed at " : "real time, now ", now);
+    klog(KLOG_INFO, "KABAR-OVERSIGHT-READY",
+         "agency %s, state %s, broker %s (%s%s), zone %s, clock %s%s", o.cfg.agency,
+         ostate_path(o.st), o.cfg.broker,
+         o.secure ? "CURVE, events signed by key " : "plaintext, unsigned: --insecure",
+         o.secure ? o.key_id : "", tz, o.fixed_clock ? "fixed at " : "real time, now ", now);
     rc = run(&o);
     drop(&o);
     ostate_close(&o.st);
@@ -633,6 +741,7 @@ int main(int argc, char **argv)
     free(o.codes);
     free(o.dups);
     close(o.lock_fd);
+    kkey_wipe(&o.key);
     klog(KLOG_INFO, "KABAR-OVERSIGHT-STOP", "stopped%s", got_signal ? " on signal" : "");
     return rc;
 }

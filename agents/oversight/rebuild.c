@@ -3,6 +3,13 @@
  */
 #include "rebuild.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "oapply.h"
 #include "store.h"
 
@@ -43,11 +50,20 @@ static int batch_end(batch *b, int rc, uint64_t *applied, kabar_error *err)
 int rebuild_from_broker(ostate *s, const char *endpoint, int timeout_ms, uint64_t *applied,
                         kabar_error *err)
 {
+    kabar_client_opts co = {.timeout_ms = timeout_ms, .window = 1};
+    return rebuild_from_broker_opts(s, endpoint, &co, applied, err);
+}
+
+int rebuild_from_broker_opts(ostate *s, const char *endpoint, const kabar_client_opts *opts,
+                             uint64_t *applied, kabar_error *err)
+{
     kabar_client *c = NULL;
     kabar_sub *sub = NULL;
-    kabar_client_opts co = {.timeout_ms = timeout_ms, .window = 1};
+    kabar_client_opts co = *opts;
+    int timeout_ms = co.timeout_ms > 0 ? co.timeout_ms : 10000;
     kabar_sub_opts so = {.start = KABAR_START_FIRST, .until_head = true, .credit = 4096};
     batch b = {.s = s};
+    co.window = 1;
     int rc = kabar_client_connect(&c, endpoint, &co, err);
     if (rc == 0)
         rc = kabar_client_subscribe(c, &so, &sub, err);
@@ -95,4 +111,35 @@ int rebuild_from_log(ostate *s, const char *logdir, uint64_t *applied, kabar_err
     store_reader_close(&r);
     store_close(&log);
     return rc;
+}
+
+int rebuild_tmp_open(char *dir, size_t cap, ostate **out, kabar_error *err)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(dir, cap, "%s/kabar-oversight-XXXXXX", base && base[0] ? base : "/tmp");
+    if (mkdtemp(dir) == NULL) {
+        int e = errno;
+        dir[0] = '\0';
+        return kabar_error_set(err, KABAR_IO, "cannot make a temporary directory: %s (set TMPDIR)",
+                               strerror(e));
+    }
+    int rc = ostate_open(out, dir, false, err);
+    if (rc != 0)
+        rebuild_tmp_remove(dir, NULL);
+    return rc;
+}
+
+void rebuild_tmp_remove(char *dir, ostate **s)
+{
+    char p[PATH_MAX + 32];
+    if (s != NULL)
+        ostate_close(s);
+    if (dir == NULL || dir[0] == '\0')
+        return;
+    snprintf(p, sizeof p, "%s/%s", dir, OSTATE_FILE);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/%s-lock", dir, OSTATE_FILE);
+    unlink(p);
+    rmdir(dir);
+    dir[0] = '\0';
 }

@@ -30,6 +30,11 @@ typedef struct tally {
     int64_t present, total;
 } tally;
 
+typedef struct stage_count {
+    char stage[40];
+    int64_t n;
+} stage_count;
+
 typedef struct build_ctx {
     const report_opts *o;
     int32_t last; /* L */
@@ -37,7 +42,17 @@ typedef struct build_ctx {
     size_t nag, capag;
     json_t *overdue;
     bool oom;
+    /* charts only */
+    days_list vis_sched, vis_done; /* the days of the visits counted */
+    stage_count *stages;
+    size_t nstages, capstages;
 } build_ctx;
+
+/* The stages in pipeline order: the chart's bars come in this order, any other after them. */
+static const char *const known_stages[] = {"initiative", "trial",        "applied",
+                                           "submitted",  "admin_passed", "shortlisted",
+                                           "finalist",   "awarded",      "rejected"};
+#define NKNOWN_STAGES (sizeof known_stages / sizeof known_stages[0])
 
 int64_t report_median2(int64_t *v, size_t n)
 {
@@ -73,11 +88,15 @@ static int32_t date_of(const json_t *o, const char *key)
     return s != NULL && odate_parse(s, strlen(s), &d) ? d : ODATE_NONE;
 }
 
-static int32_t day_at(const build_ctx *c, const json_t *o, const char *key)
+static int32_t day_of_ns(const json_t *o, const char *key, int tz_s)
 {
     json_t *v = json_object_get(o, key);
-    return json_is_integer(v) ? odate_of_instant((int64_t)json_integer_value(v), c->o->tz_s)
-                              : ODATE_NONE;
+    return json_is_integer(v) ? odate_of_instant((int64_t)json_integer_value(v), tz_s) : ODATE_NONE;
+}
+
+static int32_t day_at(const build_ctx *c, const json_t *o, const char *key)
+{
+    return day_of_ns(o, key, c->o->tz_s);
 }
 
 static int cmp_tally(const void *a, const void *b)
@@ -97,7 +116,10 @@ static tally *find(build_ctx *c, const char *agency)
 static int add_agency(void *arg, const char *key, size_t klen, json_t *v)
 {
     build_ctx *c = arg;
+    const char *only = c->o->agency;
     if (klen > KABAR_MAX_AGENCY_LEN)
+        return 0;
+    if (only != NULL && (strlen(only) != klen || memcmp(only, key, klen) != 0))
         return 0;
     if (c->nag == c->capag) {
         size_t cap = c->capag ? c->capag * 2 : 64;
@@ -133,13 +155,18 @@ static int on_visit(void *arg, const char *key, size_t klen, json_t *v)
     tally *t = find(c, ojson_str(v, "host"));
     if (t == NULL)
         return 0;
-    if (ojson_int(v, "scheduled_seq", 0) > 0 && in_period(c->o, date_of(v, "date"))) {
+    int32_t d = date_of(v, "date"), done = date_of(v, "completed_date");
+    if (ojson_int(v, "scheduled_seq", 0) > 0 && in_period(c->o, d)) {
         t->vis_sched++;
         t->visited = true;
+        if (c->o->charts && push_day(&c->vis_sched, d) != 0)
+            return KABAR_NO_MEMORY;
     }
-    if (ojson_int(v, "completed_seq", 0) > 0 && in_period(c->o, date_of(v, "completed_date"))) {
+    if (ojson_int(v, "completed_seq", 0) > 0 && in_period(c->o, done)) {
         t->vis_done++;
         t->visited = true;
+        if (c->o->charts && push_day(&c->vis_done, done) != 0)
+            return KABAR_NO_MEMORY;
     }
     return 0;
 }
@@ -200,6 +227,59 @@ static bool any_step(build_ctx *c, const json_t *inv, const char *name)
     return false;
 }
 
+const char *report_innovation_stage(const json_t *inv, int32_t last, int tz_s)
+{
+    const char *stage = NULL;
+    int64_t latest = 0;
+    json_t *e;
+    size_t i;
+    int32_t sub = day_of_ns(inv, "submitted_at", tz_s);
+    if (ojson_int(inv, "submitted_seq", 0) == 0 || sub == ODATE_NONE || sub > last)
+        return NULL;
+    json_array_foreach(json_object_get(inv, "awards"), i, e)
+    {
+        int32_t d = day_of_ns(e, "at", tz_s);
+        if (d != ODATE_NONE && d <= last)
+            return "awarded";
+    }
+    json_array_foreach(json_object_get(inv, "advanced"), i, e)
+    {
+        int32_t d = day_of_ns(e, "at", tz_s);
+        int64_t seq = ojson_int(e, "seq", 0);
+        if (d != ODATE_NONE && d <= last && seq > latest && ojson_str(e, "stage") != NULL) {
+            latest = seq;
+            stage = ojson_str(e, "stage");
+        }
+    }
+    if (stage == NULL)
+        stage = ojson_str(inv, "stage");
+    return stage != NULL ? stage : "submitted";
+}
+
+/* Count one innovation at `stage` (NULL: not counted). */
+static int stage_add(build_ctx *c, const char *stage)
+{
+    if (stage == NULL)
+        return 0;
+    for (size_t i = 0; i < c->nstages; i++)
+        if (strcmp(c->stages[i].stage, stage) == 0) {
+            c->stages[i].n++;
+            return 0;
+        }
+    if (c->nstages == c->capstages) {
+        size_t cap = c->capstages ? c->capstages * 2 : 16;
+        stage_count *n = realloc(c->stages, cap * sizeof *n);
+        if (n == NULL)
+            return KABAR_NO_MEMORY;
+        c->stages = n;
+        c->capstages = cap;
+    }
+    stage_count *sc = &c->stages[c->nstages++];
+    snprintf(sc->stage, sizeof sc->stage, "%s", stage);
+    sc->n = 1;
+    return 0;
+}
+
 static int on_innovation(void *arg, const char *key, size_t klen, json_t *v)
 {
     build_ctx *c = arg;
@@ -212,6 +292,8 @@ static int on_innovation(void *arg, const char *key, size_t klen, json_t *v)
         t->inv_adv++;
     if (any_step(c, v, "awards"))
         t->inv_award++;
+    if (c->o->charts)
+        return stage_add(c, report_innovation_stage(v, c->last, c->o->tz_s));
     return 0;
 }
 
@@ -304,6 +386,184 @@ static json_t *day_or_null(int32_t d)
     return json_string(s);
 }
 
+/* ---- charts ---- */
+
+/* The Monday of the week of day d (day 0, 1970-01-01, was a Thursday). */
+static int32_t week_of(int32_t d)
+{
+    return d - ((d % 7 + 7 + 3) % 7);
+}
+
+static int cmp_day(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * The weeks the chart shows, ascending (see report.h): every week of the
+ * period when it is bounded and short, else of the visits' span, else only
+ * the weeks with a visit.
+ */
+static int chart_weeks(const build_ctx *c, days_list *weeks)
+{
+    const report_opts *o = c->o;
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    const days_list *lists[] = {&c->vis_sched, &c->vis_done};
+    for (size_t l = 0; l < 2; l++)
+        for (size_t i = 0; i < lists[l]->n; i++) {
+            int64_t w = week_of((int32_t)lists[l]->v[i]);
+            lo = w < lo ? w : lo;
+            hi = w > hi ? w : hi;
+        }
+    bool any = lo <= hi;
+    int64_t plo = o->since != ODATE_NONE ? week_of(o->since) : lo;
+    int64_t phi = o->until != ODATE_NONE ? week_of(o->until - 1) : hi;
+    if ((o->since != ODATE_NONE && o->until != ODATE_NONE) || any) {
+        if (plo <= phi && (phi - plo) / 7 + 1 <= REPORT_MAX_WEEKS) {
+            lo = plo;
+            hi = phi;
+        }
+    }
+    if (lo > hi)
+        return 0;
+    if ((hi - lo) / 7 + 1 <= REPORT_MAX_WEEKS) {
+        for (int64_t w = lo; w <= hi; w += 7)
+            if (push_day(weeks, w) != 0)
+                return KABAR_NO_MEMORY;
+        return 0;
+    }
+    for (size_t l = 0; l < 2; l++) /* sparse: the weeks with a visit */
+        for (size_t i = 0; i < lists[l]->n; i++)
+            if (push_day(weeks, week_of((int32_t)lists[l]->v[i])) != 0)
+                return KABAR_NO_MEMORY;
+    qsort(weeks->v, weeks->n, sizeof *weeks->v, cmp_day);
+    size_t u = 0;
+    for (size_t i = 0; i < weeks->n; i++)
+        if (u == 0 || weeks->v[u - 1] != weeks->v[i])
+            weeks->v[u++] = weeks->v[i];
+    weeks->n = u;
+    return 0;
+}
+
+static json_t *visits_per_week(const build_ctx *c)
+{
+    days_list weeks = {0};
+    json_t *out = json_array();
+    if (chart_weeks(c, &weeks) != 0) {
+        free(weeks.v);
+        json_decref(out);
+        return NULL;
+    }
+    int64_t *n = calloc(2 * (weeks.n ? weeks.n : 1), sizeof *n);
+    const days_list *lists[] = {&c->vis_sched, &c->vis_done};
+    for (size_t l = 0; n != NULL && weeks.n > 0 && l < 2; l++)
+        for (size_t i = 0; i < lists[l]->n; i++) {
+            int64_t w = week_of((int32_t)lists[l]->v[i]);
+            int64_t *at = bsearch(&w, weeks.v, weeks.n, sizeof w, cmp_day);
+            if (at != NULL)
+                n[2 * (size_t)(at - weeks.v) + l]++;
+        }
+    for (size_t i = 0; n != NULL && i < weeks.n; i++) {
+        json_t *e = json_object();
+        char day[ODATE_MAX];
+        odate_format((int32_t)weeks.v[i], day);
+        json_object_set_new(e, "week", json_string(day));
+        json_object_set_new(e, "scheduled", json_integer((json_int_t)n[2 * i]));
+        json_object_set_new(e, "completed", json_integer((json_int_t)n[2 * i + 1]));
+        json_array_append_new(out, e);
+    }
+    if (n == NULL) {
+        json_decref(out);
+        out = NULL;
+    }
+    free(n);
+    free(weeks.v);
+    return out;
+}
+
+/* Days to resolve: the buckets' lower bounds; the last has no upper bound. */
+static const int64_t resolve_from[] = {0, 8, 15, 31, 61, 91, 181};
+#define NRESOLVE (sizeof resolve_from / sizeof resolve_from[0])
+
+static json_t *days_to_resolve(const days_list *days)
+{
+    json_t *out = json_array();
+    for (size_t b = 0; b < NRESOLVE; b++) {
+        bool last = b + 1 == NRESOLVE;
+        int64_t n = 0;
+        for (size_t i = 0; i < days->n; i++)
+            if (days->v[i] >= resolve_from[b] && (last || days->v[i] < resolve_from[b + 1]))
+                n++;
+        json_t *e = json_object();
+        json_object_set_new(e, "from", json_integer((json_int_t)resolve_from[b]));
+        json_object_set_new(e, "to",
+                            last ? json_null() : json_integer((json_int_t)resolve_from[b + 1] - 1));
+        json_object_set_new(e, "count", json_integer((json_int_t)n));
+        json_array_append_new(out, e);
+    }
+    return out;
+}
+
+static void stage_entry(json_t *out, const char *stage, int64_t n)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "stage", json_string(stage));
+    json_object_set_new(e, "count", json_integer((json_int_t)n));
+    json_array_append_new(out, e);
+}
+
+static int cmp_stage(const void *a, const void *b)
+{
+    return strcmp(((const stage_count *)a)->stage, ((const stage_count *)b)->stage);
+}
+
+/* Every known stage (0 when none), then the others by name. */
+static json_t *innovations_by_stage(build_ctx *c)
+{
+    json_t *out = json_array();
+    bool *used = calloc(c->nstages ? c->nstages : 1, sizeof *used);
+    if (used == NULL) {
+        json_decref(out);
+        return NULL;
+    }
+    for (size_t k = 0; k < NKNOWN_STAGES; k++) {
+        int64_t n = 0;
+        for (size_t i = 0; i < c->nstages; i++)
+            if (strcmp(c->stages[i].stage, known_stages[k]) == 0) {
+                n = c->stages[i].n;
+                used[i] = true;
+            }
+        stage_entry(out, known_stages[k], n);
+    }
+    size_t u = 0; /* the unknown ones, moved to the front and sorted */
+    for (size_t i = 0; i < c->nstages; i++)
+        if (!used[i])
+            c->stages[u++] = c->stages[i];
+    if (u > 1)
+        qsort(c->stages, u, sizeof *c->stages, cmp_stage);
+    for (size_t i = 0; i < u; i++)
+        stage_entry(out, c->stages[i].stage, c->stages[i].n);
+    free(used);
+    return out;
+}
+
+static json_t *charts(build_ctx *c, const tally *sum)
+{
+    json_t *ch = json_object(), *w = visits_per_week(c), *s = innovations_by_stage(c);
+    if (w == NULL || s == NULL) {
+        json_decref(w);
+        json_decref(s);
+        json_decref(ch);
+        c->oom = true;
+        return json_object();
+    }
+    json_object_set_new(ch, "days_to_resolve", days_to_resolve(&sum->days));
+    json_object_set_new(ch, "visits_per_week", w);
+    json_object_set_new(ch, "innovations_by_stage", s);
+    return ch;
+}
+
 static json_t *model(build_ctx *c, uint64_t position)
 {
     char tz[ODATE_TZ_MAX];
@@ -314,6 +574,8 @@ static json_t *model(build_ctx *c, uint64_t position)
     json_object_set_new(m, "since", day_or_null(c->o->since));
     json_object_set_new(m, "until", day_or_null(c->o->until));
     json_object_set_new(m, "position", json_integer((json_int_t)position));
+    if (c->o->agency != NULL)
+        json_object_set_new(m, "agency", json_string(c->o->agency));
     tally sum = {0};
     for (size_t i = 0; i < c->nag; i++) {
         tally *t = &c->ag[i];
@@ -332,16 +594,52 @@ static json_t *model(build_ctx *c, uint64_t position)
     json_t *tot = json_object();
     figures(tot, &sum);
     json_object_set_new(m, "totals", tot);
+    if (c->o->charts)
+        json_object_set_new(m, "charts", charts(c, &sum));
     free(sum.days.v);
     return m;
 }
 
+static int parse_day(const char *opt, const char *s, int32_t *day, kabar_error *err)
+{
+    *day = ODATE_NONE;
+    if (s != NULL && !odate_parse(s, strlen(s), day))
+        return kabar_error_set(err, KABAR_BAD_VALUE, "%s: \"%s\" is not a date (YYYY-MM-DD)", opt,
+                               s);
+    return 0;
+}
+
+int report_opts_parse(report_opts *r, const char *since, const char *until, const char *now,
+                      const char *tz, kabar_error *err)
+{
+    kabar_error e = {0};
+    int64_t ns = kabar_now();
+    r->tz_s = ODATE_WIB;
+    if (tz != NULL && !odate_tz_parse(tz, &r->tz_s))
+        return kabar_error_set(err, KABAR_BAD_VALUE,
+                               "--tz: \"%s\" is not a zone (+07:00, WIB, WITA, WIT)", tz);
+    if (now != NULL && odate_parse_time(now, r->tz_s, &ns, &e) != 0)
+        return kabar_error_set(err, KABAR_BAD_VALUE, "--now: %s", e.message);
+    r->today = odate_of_instant(ns, r->tz_s);
+    int rc = parse_day("--since", since, &r->since, err);
+    if (rc == 0)
+        rc = parse_day("--until", until, &r->until, err);
+    if (rc == 0 && r->since != ODATE_NONE && r->until != ODATE_NONE && r->until < r->since)
+        rc = kabar_error_set(err, KABAR_BAD_VALUE, "--until %s is before --since %s", until, since);
+    return rc;
+}
+
 int report_build(ostate_txn *t, const report_opts *o, json_t **out, kabar_error *err)
 {
+    if (o->agency != NULL && (o->agency[0] == '\0' || strlen(o->agency) > KABAR_MAX_AGENCY_LEN))
+        return kabar_error_set(err, KABAR_BAD_VALUE, "\"%s\" is not an agency id (1 to %d bytes)",
+                               o->agency, KABAR_MAX_AGENCY_LEN);
     build_ctx c = {.o = o, .last = o->today, .overdue = json_array()};
     if (o->until != ODATE_NONE && o->until - 1 < c.last)
         c.last = o->until - 1;
     int rc = ostate_each(t, OSTATE_AGENCIES, add_agency, &c, err);
+    if (rc == 0 && o->agency != NULL && c.nag == 0) /* never named in the log: all zero */
+        rc = add_agency(&c, o->agency, strlen(o->agency), NULL);
     if (rc == 0)
         rc = ostate_each(t, OSTATE_VISITS, on_visit, &c, err);
     if (rc == 0)
@@ -354,6 +652,9 @@ int report_build(ostate_txn *t, const report_opts *o, json_t **out, kabar_error 
     for (size_t i = 0; i < c.nag; i++)
         free(c.ag[i].days.v);
     free(c.ag);
+    free(c.vis_sched.v);
+    free(c.vis_done.v);
+    free(c.stages);
     json_decref(c.overdue);
     if (rc == KABAR_NO_MEMORY || c.oom || (rc == 0 && m == NULL)) {
         json_decref(m);

@@ -9,22 +9,29 @@
 #include "oapply.h"
 #include "report.h"
 
-/* The per-agency columns: model key, text header, CSV header. */
-static const struct {
-    const char *key;
-    const char *head;
-} columns[] = {
-    {"visits_scheduled", "VIS-SCHED"},         {"visits_completed", "VIS-DONE"},
-    {"findings_raised", "FND-RAISED"},         {"findings_open", "FND-OPEN"},
-    {"findings_resolved", "FND-RESOLVED"},     {"findings_overdue", "FND-OVERDUE"},
-    {"median_days_to_resolve", "MEDIAN-DAYS"}, {"innovations_submitted", "INV-SUBM"},
-    {"innovations_advanced", "INV-ADV"},       {"innovations_awarded", "INV-AWARD"},
-    {"attendance_rate", "ATTEND-%"},
+/* The per-agency columns: model key, text header, title (report.h). */
+static const report_column columns[] = {
+    {"visits_scheduled", "VIS-SCHED", "Visits scheduled"},
+    {"visits_completed", "VIS-DONE", "Visits completed"},
+    {"findings_raised", "FND-RAISED", "Findings raised"},
+    {"findings_open", "FND-OPEN", "Findings open"},
+    {"findings_resolved", "FND-RESOLVED", "Findings resolved"},
+    {"findings_overdue", "FND-OVERDUE", "Findings overdue"},
+    {"median_days_to_resolve", "MEDIAN-DAYS", "Median days to resolve"},
+    {"innovations_submitted", "INV-SUBM", "Innovations submitted"},
+    {"innovations_advanced", "INV-ADV", "Innovations advanced"},
+    {"innovations_awarded", "INV-AWARD", "Innovations awarded"},
+    {"attendance_rate", "ATTEND-%", "Attendance %"},
 };
 #define NCOLS (sizeof columns / sizeof columns[0])
 
-/* A number as text: integers plain, reals with one decimal, null as `none`. */
-static void num(const json_t *v, char *out, size_t cap, const char *none)
+const report_column *report_columns(size_t *n)
+{
+    *n = NCOLS;
+    return columns;
+}
+
+void report_num_text(const json_t *v, char *out, size_t cap, const char *none)
 {
     if (json_is_integer(v))
         snprintf(out, cap, "%lld", (long long)json_integer_value(v));
@@ -137,7 +144,7 @@ static int text_overdue(FILE *f, const json_t *m)
         snprintf(cell(&t, (size_t)row, 0), CELL_MAX, "%s", ojson_str(o, "finding_id"));
         snprintf(cell(&t, (size_t)row, 1), CELL_MAX, "%s", ojson_str(o, "auditee"));
         snprintf(cell(&t, (size_t)row, 2), CELL_MAX, "%s", ojson_str(o, "due"));
-        num(json_object_get(o, "days_overdue"), cell(&t, (size_t)row, 3), CELL_MAX, "");
+        report_num_text(json_object_get(o, "days_overdue"), cell(&t, (size_t)row, 3), CELL_MAX, "");
         char *recs = cell(&t, (size_t)row, 4);
         json_array_foreach(json_object_get(o, "open_recs"), j, r)
         {
@@ -160,7 +167,7 @@ static void figure_cells(table *t, size_t row, const char *name, const json_t *o
 {
     snprintf(cell(t, row, 0), CELL_MAX, "%s", name);
     for (size_t c = 0; c < NCOLS; c++)
-        num(json_object_get(o, columns[c].key), cell(t, row, c + 1), CELL_MAX, "-");
+        report_num_text(json_object_get(o, columns[c].key), cell(t, row, c + 1), CELL_MAX, "-");
 }
 
 static int text_agencies(FILE *f, const json_t *m)
@@ -227,7 +234,7 @@ static void write_csv(FILE *f, const json_t *m)
         const char *name = ojson_str(a, "agency");
         csv_field(f, name);
         for (size_t c = 0; c < NCOLS; c++) {
-            num(json_object_get(a, columns[c].key), v, sizeof v, "");
+            report_num_text(json_object_get(a, columns[c].key), v, sizeof v, "");
             fprintf(f, ",%s", v);
         }
         bool visited = true;

@@ -1,9 +1,12 @@
 /*
  * report_test.c - the report's figures: median (odd, even, none), the
  * attendance rate's rounding, empty states and empty periods, and a small
- * state whose figures are worked out by hand.
+ * state whose figures are worked out by hand; the report of one agency;
+ * the charts' data (days to resolve, visits per week, innovations by stage)
+ * and the options as a person types them.
  */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -95,10 +98,15 @@ static int32_t day(const char *s)
     return d;
 }
 
-static json_t *build(fx *f, const char *since, const char *until, const char *today)
+static json_t *build_opts(fx *f, const char *since, const char *until, const char *today,
+                          const char *only, bool charts)
 {
-    report_opts o = {since ? day(since) : ODATE_NONE, until ? day(until) : ODATE_NONE, day(today),
-                     ODATE_WIB};
+    report_opts o = {.since = since ? day(since) : ODATE_NONE,
+                     .until = until ? day(until) : ODATE_NONE,
+                     .today = day(today),
+                     .tz_s = ODATE_WIB,
+                     .agency = only,
+                     .charts = charts};
     ostate_txn *t = NULL;
     json_t *m = NULL;
     kabar_error e = {0};
@@ -106,6 +114,11 @@ static json_t *build(fx *f, const char *since, const char *until, const char *to
     assert_int_equal(report_build(t, &o, &m, &e), 0);
     ostate_abort(&t);
     return m;
+}
+
+static json_t *build(fx *f, const char *since, const char *until, const char *today)
+{
+    return build_opts(f, since, until, today, NULL, false);
 }
 
 static json_t *agency(json_t *m, const char *id)
@@ -244,6 +257,203 @@ static void test_empty_periods(void **state)
     json_decref(m);
 }
 
+static void test_one_agency(void **state)
+{
+    fx *f = *state;
+    scenario(f);
+    json_t *all = build(f, NULL, NULL, "2023-09-01");
+    json_t *m = build_opts(f, NULL, NULL, "2023-09-01", "dinkes", false);
+    assert_string_equal(ojson_str(m, "agency"), "dinkes");
+    assert_false(json_object_get(all, "agency") != NULL); /* the oversight JSON is unchanged */
+    assert_false(json_object_get(all, "charts") != NULL);
+    json_t *ags = json_object_get(m, "agencies");
+    assert_int_equal(json_array_size(ags), 1);
+    /* Its figures are the full report's, and the totals are its own. */
+    assert_true(json_equal(json_array_get(ags, 0), agency(all, "dinkes")));
+    json_t *tot = json_deep_copy(json_array_get(ags, 0));
+    json_object_del(tot, "agency");
+    assert_true(json_equal(tot, json_object_get(m, "totals")));
+    json_decref(tot);
+    assert_int_equal(json_array_size(json_object_get(m, "findings_overdue")), 1);
+    json_decref(m);
+
+    /* bappeda has no finding past due, and was visited. */
+    m = build_opts(f, NULL, NULL, "2023-09-01", "bappeda", false);
+    assert_int_equal(json_array_size(json_object_get(m, "findings_overdue")), 0);
+    assert_int_equal(json_array_size(json_object_get(m, "agencies_without_visit")), 0);
+    json_decref(m);
+
+    /* An agency the log never names: one row of zeros, unvisited. */
+    m = build_opts(f, NULL, NULL, "2023-09-01", "dishub", false);
+    ags = json_object_get(m, "agencies");
+    assert_int_equal(json_array_size(ags), 1);
+    assert_string_equal(ojson_str(json_array_get(ags, 0), "agency"), "dishub");
+    assert_int_equal(ojson_int(json_object_get(m, "totals"), "findings_raised", -1), 0);
+    assert_int_equal(json_array_size(json_object_get(m, "agencies_without_visit")), 1);
+    json_decref(m);
+    json_decref(all);
+
+    /* Not an agency id: refused with a message. */
+    report_opts o = {
+        .since = ODATE_NONE, .until = ODATE_NONE, .today = day("2023-09-01"), .agency = ""};
+    ostate_txn *t = NULL;
+    kabar_error e = {0};
+    assert_int_equal(ostate_begin(f->st, false, &t, &e), 0);
+    assert_int_equal(report_build(t, &o, &m, &e), KABAR_BAD_VALUE);
+    assert_non_null(strstr(e.message, "agency id"));
+    ostate_abort(&t);
+}
+
+static json_t *chart(json_t *m, const char *name)
+{
+    json_t *c = json_object_get(json_object_get(m, "charts"), name);
+    assert_true(json_is_array(c));
+    return c;
+}
+
+static void innovation(fx *f, const char *id, const char *owner, const char *stage, const char *at)
+{
+    char b[1024];
+    snprintf(b, sizeof b,
+             "{\"type\":\"innovation.submitted\",\"id\":\"i-%s\",\"source\":\"%s\","
+             "\"occurred_at\":\"%s\",\"body\":{\"innovation_id\":\"%s\",\"owner\":\"%s\","
+             "\"acronym\":\"A\",\"name\":\"N\",\"category\":\"health\",\"stage\":\"%s\","
+             "\"started\":\"2022-01-01\",\"competition\":\"KIPP 2023\"}}",
+             id, owner, at, id, owner, stage);
+    apply(f, b);
+}
+
+static void step(fx *f, const char *type, const char *id, const char *field, const char *value,
+                 const char *at)
+{
+    char b[1024];
+    static int n;
+    snprintf(b, sizeof b,
+             "{\"type\":\"%s\",\"id\":\"s-%d\",\"source\":\"setda\",\"occurred_at\":\"%s\","
+             "\"body\":{\"innovation_id\":\"%s\",\"competition\":\"KIPP 2023\",\"%s\":\"%s\"}}",
+             type, ++n, at, id, field, value);
+    apply(f, b);
+}
+
+static void visit(fx *f, const char *id, const char *host, const char *date, bool done)
+{
+    char b[1024];
+    snprintf(b, sizeof b,
+             "{\"type\":\"visit.%s\",\"id\":\"%s-%s\",\"source\":\"setda\",\"body\":{"
+             "\"visit_id\":\"%s\",\"host\":\"%s\",%s\"date\":\"%s\"}}",
+             done ? "completed" : "scheduled", id, done ? "c" : "s", id, host,
+             done ? "" : "\"visitor\":\"Wali Kota\",", date);
+    apply(f, b);
+}
+
+static void test_charts(void **state)
+{
+    fx *f = *state;
+    scenario(f); /* F1 10 days, F2 15 days; a visit on Thursday 2023-05-04 */
+    visit(f, "V2", "dinkes", "2023-05-15", false); /* a Monday */
+    visit(f, "V2", "dinkes", "2023-05-21", true);  /* the Sunday of the same week */
+    visit(f, "V3", "dinkes", "2023-06-05", false); /* after the period */
+    innovation(f, "I1", "dinkes", "trial", "2023-05-02T09:00:00+07:00");
+    innovation(f, "I2", "dinkes", "applied", "2023-05-02T09:00:00+07:00");
+    innovation(f, "I3", "bappeda", "applied", "2023-05-03T09:00:00+07:00");
+    innovation(f, "I4", "bappeda", "initiative", "2023-07-01T09:00:00+07:00"); /* after L */
+    step(f, "innovation.advanced", "I1", "stage", "admin_passed", "2023-05-10T09:00:00+07:00");
+    step(f, "innovation.advanced", "I1", "stage", "shortlisted", "2023-05-20T09:00:00+07:00");
+    step(f, "innovation.advanced", "I2", "stage", "rejected", "2023-05-20T09:00:00+07:00");
+    step(f, "innovation.advanced", "I3", "stage", "finalist", "2023-05-25T09:00:00+07:00");
+    step(f, "innovation.awarded", "I3", "award", "Top 45", "2023-06-15T09:00:00+07:00");
+
+    json_t *m = build_opts(f, "2023-05-01", "2023-06-01", "2023-09-01", NULL, true);
+    /* Days to resolve: 10 and 15 fall in 8-14 and 15-30. */
+    json_t *h = chart(m, "days_to_resolve");
+    assert_int_equal(json_array_size(h), 7);
+    assert_int_equal(ojson_int(json_array_get(h, 0), "from", -1), 0);
+    assert_int_equal(ojson_int(json_array_get(h, 0), "to", -1), 7);
+    assert_int_equal(ojson_int(json_array_get(h, 1), "count", -1), 1);
+    assert_int_equal(ojson_int(json_array_get(h, 2), "count", -1), 1);
+    assert_true(json_is_null(json_object_get(json_array_get(h, 6), "to")));
+    int64_t sum = 0;
+    for (size_t i = 0; i < json_array_size(h); i++)
+        sum += ojson_int(json_array_get(h, i), "count", 0);
+    assert_int_equal(sum, ojson_int(json_object_get(m, "totals"), "findings_resolved", -1));
+
+    /* Visits per week: every Monday from the week of 05-01 to that of 05-31. */
+    json_t *w = chart(m, "visits_per_week");
+    assert_int_equal(json_array_size(w), 5);
+    assert_string_equal(ojson_str(json_array_get(w, 0), "week"), "2023-05-01");
+    assert_int_equal(ojson_int(json_array_get(w, 0), "scheduled", -1), 1); /* V1 on 05-04 */
+    assert_string_equal(ojson_str(json_array_get(w, 2), "week"), "2023-05-15");
+    assert_int_equal(ojson_int(json_array_get(w, 2), "scheduled", -1), 1);
+    assert_int_equal(ojson_int(json_array_get(w, 2), "completed", -1), 1);
+    assert_string_equal(ojson_str(json_array_get(w, 4), "week"), "2023-05-29");
+    assert_int_equal(ojson_int(json_array_get(w, 4), "scheduled", -1), 0);
+
+    /* Innovations by stage on L = 05-31: I1 shortlisted, I2 rejected, I3 finalist
+       (awarded only in June), I4 not yet submitted. */
+    json_t *st = chart(m, "innovations_by_stage"), *e;
+    size_t i;
+    int64_t total = 0;
+    json_array_foreach(st, i, e)
+    {
+        const char *s = ojson_str(e, "stage");
+        int64_t n = ojson_int(e, "count", -1);
+        total += n;
+        if (strcmp(s, "shortlisted") == 0 || strcmp(s, "rejected") == 0 ||
+            strcmp(s, "finalist") == 0)
+            assert_int_equal(n, 1);
+        else
+            assert_int_equal(n, 0);
+    }
+    assert_int_equal(total, 3);
+    assert_string_equal(ojson_str(json_array_get(st, 0), "stage"), "initiative");
+    json_decref(m);
+
+    /* As of 09-01 over all time: I3 awarded, I4 at its submitted stage. */
+    m = build_opts(f, NULL, NULL, "2023-09-01", "bappeda", true);
+    json_array_foreach(chart(m, "innovations_by_stage"), i, e)
+    {
+        const char *s = ojson_str(e, "stage");
+        bool one = strcmp(s, "awarded") == 0 || strcmp(s, "initiative") == 0;
+        assert_int_equal(ojson_int(e, "count", -1), one ? 1 : 0);
+    }
+    /* Open period: the weeks from the first visit to the last (bappeda: one). */
+    w = chart(m, "visits_per_week");
+    assert_int_equal(json_array_size(w), 1);
+    assert_string_equal(ojson_str(json_array_get(w, 0), "week"), "2023-05-01");
+    json_decref(m);
+
+    /* A period too long for weekly bars: the span of the visits instead. */
+    m = build_opts(f, "2000-01-01", "2030-01-01", "2023-09-01", NULL, true);
+    w = chart(m, "visits_per_week");
+    assert_int_equal(json_array_size(w), 6); /* 05-01 .. 06-05 */
+    assert_string_equal(ojson_str(json_array_get(w, 5), "week"), "2023-06-05");
+    json_decref(m);
+}
+
+static void test_opts_parse(void **state)
+{
+    report_opts r = {0};
+    kabar_error e = {0};
+    assert_int_equal(report_opts_parse(&r, "2023-04-01", "2023-05-01", "2023-05-10", "WITA", &e),
+                     0);
+    assert_int_equal(r.since, day("2023-04-01"));
+    assert_int_equal(r.until, day("2023-05-01"));
+    assert_int_equal(r.today, day("2023-05-10"));
+    assert_int_equal(r.tz_s, 8 * 3600);
+    assert_int_equal(report_opts_parse(&r, NULL, NULL, NULL, NULL, &e), 0);
+    assert_int_equal(r.since, ODATE_NONE);
+    assert_int_equal(r.tz_s, ODATE_WIB);
+    assert_int_equal(report_opts_parse(&r, "2023-02-30", NULL, NULL, NULL, &e), KABAR_BAD_VALUE);
+    assert_non_null(strstr(e.message, "--since"));
+    assert_int_equal(report_opts_parse(&r, "2023-05-01", "2023-04-01", NULL, NULL, &e),
+                     KABAR_BAD_VALUE);
+    assert_non_null(strstr(e.message, "before --since"));
+    assert_int_equal(report_opts_parse(&r, NULL, NULL, NULL, "Mars", &e), KABAR_BAD_VALUE);
+    assert_non_null(strstr(e.message, "--tz"));
+    assert_int_equal(report_opts_parse(&r, NULL, NULL, "yesterday", NULL, &e), KABAR_BAD_VALUE);
+    assert_non_null(strstr(e.message, "--now"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +462,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_empty_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_figures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_periods, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_agency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_charts, setup, teardown),
+        cmocka_unit_test(test_opts_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
