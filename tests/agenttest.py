@@ -9,6 +9,10 @@ Builds on kabartest (brokers, the CLI, realistic events):
             b = self.start_broker()
             a = self.start_agent("dinkes", b.endpoint, "--jsonl", path)
             replies = a.submit_many(events)          # over ipc://DIR/agent.sock
+
+The agent speaks CURVE with its agency's key of the broker's key ring and
+the broker's server key (kabartest.client_security_args); to a broker that
+is not started yet, start_agent makes the broker create its key first.
             st = a.status()                          # `kabar agent status --json`
 
 Every agent started here is killed at the end of its test (kabartest.popen).
@@ -59,8 +63,7 @@ class Agent:
             self.data_dir,
             "--broker",
             self.broker,
-            "--insecure",
-        ] + self.args
+        ] + kabartest.client_security_args(self.broker, self.agency) + self.args
 
     def start(self, wait=True):
         assert self.proc is None or self.proc.poll() is not None, "agent already running"
@@ -147,8 +150,14 @@ class Agent:
 
     # -- status ------------------------------------------------------------
 
+    def env(self):
+        """The CLI's environment as this agent's agency (`kabar agent status`
+        asks the broker for its head with the agent's key)."""
+        b = kabartest.broker_for(self.broker)
+        return b.env(self.agency) if b is not None else None
+
     def status(self, *extra):
-        r = run_cli("agent", "status", "--data", self.data_dir, "--json", *extra)
+        r = run_cli("agent", "status", "--data", self.data_dir, "--json", *extra, env=self.env())
         if r.rc != 0:
             raise AssertionError("kabar agent status failed: %r" % r)
         return json.loads(r.out)

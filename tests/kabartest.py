@@ -12,6 +12,19 @@ separate processes on loopback, each in its own temporary directory:
             res = self.publish(b, events)            # `kabar publish`, parsed result lines
             out = self.cli("replay", "--broker", b.endpoint)
 
+Brokers are secure by default (CURVE, signed events), as in production:
+before its first start a Broker registers the test principals in its data
+directory (`kabar keygen`, `kabar agency add --data`): an `agent` for each
+agency of AGENCIES but setda, setda as `oversight`, ADMIN (`admin`) and
+AUDITOR (`auditor`). The keys live in one KeyRing per test run (KEYS).
+The CLI run through run_cli/Tail/cli_popen with `--broker EP` of a broker
+started here speaks as ADMIN (env KABAR_KEY and KABAR_SERVER_KEY), and
+`kabar publish` then signs each event with its source agency's key
+(`--key-dir`), which an admin may publish; pass env=broker.env(PRINCIPAL)
+to speak as another principal. RawClient speaks CURVE and signs its PUBs
+(design: RFC 9162 batch tree). Broker(insecure=True) is plaintext, for the
+tests about plaintext.
+
 Environment (set by ctest, see cmake/KabarTests.cmake):
     KABAR_BUILD_DIR    where kabard and kabar are (default: <repo>/build)
     KABAR_SOURCE_DIR   the repository (default: this file's parent's parent)
@@ -25,7 +38,9 @@ broker behind.
 """
 
 import atexit
+import base64
 import datetime
+import hashlib
 import json
 import os
 import random
@@ -42,11 +57,14 @@ import unittest
 
 try:
     import msgpack
+    import nacl.bindings
+    import nacl.signing
     import zmq
+    import zmq.utils.z85
 except ImportError as e:  # pragma: no cover - reported as a clear failure
     sys.stderr.write(
-        "kabartest: python3 modules missing (%s): apt-get install python3-zmq python3-msgpack\n"
-        % e
+        "kabartest: python3 modules missing (%s): apt-get install python3-zmq python3-msgpack"
+        " python3-nacl\n" % e
     )
     raise
 
@@ -156,6 +174,192 @@ def proc_kib(pid, field):
 
 
 # ---------------------------------------------------------------------------
+# Keys and principals (design: one Ed25519 key per principal; its Curve25519
+# form is the CURVE key; `kabar keygen` writes FILE (0600) and FILE.pub)
+
+ADMIN = "kominfo"  # the operator (Dinas Komunikasi dan Informatika): role admin
+AUDITOR = "bpk"  # the national audit board: role auditor
+OVERSIGHT = "setda"  # the secretariat: role oversight
+ROLES = ("agent", "oversight", "auditor", "admin")
+
+# Official names and organisation codes (DOMAIN.md "Identifiers") of the
+# principals the tests register; others get a generated name.
+_NAMES = {
+    "kominfo": ("Dinas Komunikasi dan Informatika", "2.16.0.00.0.00.01.0000"),
+    "bpk": ("BPK Perwakilan Sumatera Barat", "0.00.0.00.0.00.00.0000"),
+    "setda": ("Sekretariat Daerah", "4.01.0.00.0.00.01.0000"),
+    "inspektorat": ("Inspektorat", "6.01.0.00.0.00.01.0000"),
+    "dinkes": ("Dinas Kesehatan", "1.02.0.00.0.00.01.0000"),
+    "disdik": ("Dinas Pendidikan", "1.01.0.00.0.00.01.0000"),
+    "bappeda": ("Badan Perencanaan Pembangunan Daerah", "5.01.0.00.0.00.01.0000"),
+    "bpkad": ("Badan Pengelolaan Keuangan dan Aset Daerah", "5.02.0.00.0.00.01.0000"),
+}
+
+
+def default_role(agency):
+    return {ADMIN: "admin", AUDITOR: "auditor", OVERSIGHT: "oversight"}.get(agency, "agent")
+
+
+def key_id(pk):
+    """The 16-hex key id of a 32-byte Ed25519 public key."""
+    return hashlib.sha256(pk).hexdigest()[:16]
+
+
+def public_text(pk):
+    """`ed25519:` + base64 of the 32-byte public key."""
+    return "ed25519:" + base64.b64encode(pk).decode()
+
+
+def parse_public(text):
+    text = text.strip()
+    if not text.startswith("ed25519:"):
+        raise ValueError("not an ed25519 public key: %r" % text)
+    pk = base64.b64decode(text[len("ed25519:") :], validate=True)
+    if len(pk) != 32:
+        raise ValueError("public key of %d bytes" % len(pk))
+    return pk
+
+
+def read_public(path):
+    """A public key file's (or broker.pub's) 32 bytes."""
+    with open(path) as f:
+        return parse_public(f.read())
+
+
+def load_secret(path):
+    """A secret key file -> nacl SigningKey (from its `ed25519-secret:` seed line)."""
+    seeds = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("ed25519-secret:"):
+                seeds.append(base64.b64decode(line[len("ed25519-secret:") :], validate=True))
+    if len(seeds) != 1 or len(seeds[0]) != 32:
+        raise AssertionError("%s is not a kabar secret key file" % path)
+    return nacl.signing.SigningKey(seeds[0])
+
+
+def curve_keys(sk):
+    """nacl SigningKey -> (curve public, curve secret) in Z85 for CURVE."""
+    pk = sk.verify_key.encode()
+    cpk = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(pk)
+    csk = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(sk.encode() + pk)
+    return zmq.utils.z85.encode(cpk), zmq.utils.z85.encode(csk)
+
+
+def curve_public(pk):
+    return zmq.utils.z85.encode(nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(pk))
+
+
+def keygen(path, force=False):
+    """`kabar keygen --out PATH`: returns the public key bytes (also in PATH.pub)."""
+    args = ["keygen", "--out", path] + (["--force"] if force else [])
+    r = run_cli(*args, env=dict(os.environ))
+    if r.rc != 0:
+        raise AssertionError("kabar %s failed: %r" % (" ".join(args), r))
+    pk = read_public(path + ".pub")
+    if r.text.strip() and parse_public(r.text.strip().split()[-1]) != pk:
+        raise AssertionError("kabar keygen printed %r but wrote %s" % (r.text, path + ".pub"))
+    return pk
+
+
+class KeyRing:
+    """A directory of secret key files NAME.key (and NAME.key.pub), made with
+    `kabar keygen` the first time a name is asked for. For an agency NAME is
+    its id, so the directory is what `kabar publish --key-dir` reads."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self._sk = {}
+        self._lock = threading.Lock()
+
+    def path(self, name):
+        p = os.path.join(self.dir, name + ".key")
+        with self._lock:
+            if not os.path.exists(p):
+                keygen(p)
+        return p
+
+    def pub_path(self, name):
+        return self.path(name) + ".pub"
+
+    def signing_key(self, name):
+        p = self.path(name)
+        with self._lock:
+            if name not in self._sk:
+                self._sk[name] = load_secret(p)
+            return self._sk[name]
+
+    def public(self, name):
+        return self.signing_key(name).verify_key.encode()
+
+    def replace(self, name):
+        """A fresh key under NAME (rotation); the old key file is kept as NAME.key.old-N."""
+        p = self.path(name)
+        n = 1
+        while os.path.exists("%s.old-%d" % (p, n)):
+            n += 1
+        old = "%s.old-%d" % (p, n)
+        os.rename(p, old)
+        os.rename(p + ".pub", old + ".pub")
+        with self._lock:
+            self._sk.pop(name, None)
+        self.path(name)
+        return old
+
+
+_keys = None
+
+
+def keys():
+    """The test run's key ring (one keygen per principal per process)."""
+    global _keys
+    if _keys is None:
+        d = tempfile.mkdtemp(prefix="kabar-keys-")
+        if not os.environ.get("KABAR_KEEP_TMP"):
+            atexit.register(shutil.rmtree, d, True)
+        _keys = KeyRing(d)
+    return _keys
+
+
+def sign_batch(sk, frames):
+    """[key bin32, sig bin64] of a PUB of these event frames (PROTOCOL.md "Signed batches"):
+    Ed25519 over b"kabar-batch-v1\\n" + n (uint32 BE) + the RFC 9162 root of the frames."""
+    root = merkle_root([merkle_leaf(bytes(f)) for f in frames])
+    msg = b"kabar-batch-v1\n" + len(frames).to_bytes(4, "big") + root
+    return [sk.verify_key.encode(), sk.sign(msg).signature]
+
+
+def merkle_leaf(data):
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def merkle_node(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(leaves):
+    """RFC 9162 MTH of leaf hashes (n >= 1)."""
+    n = len(leaves)
+    if n == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return merkle_node(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
+
+
+# Brokers started by this process, by endpoint and listen address: the CLI
+# helpers find the broker of a `--broker EP` argument here.
+_brokers = {}
+
+
+def broker_for(endpoint):
+    return _brokers.get(endpoint)
+
+
+# ---------------------------------------------------------------------------
 # The broker
 
 
@@ -167,17 +371,117 @@ class Broker:
     chosen by the kernel) and returns self. stop() sends SIGTERM and
     returns the exit code; kill() is SIGKILL (a crash). The broker's
     stderr goes to a log file next to the data directory: log_text().
+
+    Secure unless insecure=True: before the first start the principals
+    (default: every agency of AGENCIES, ADMIN and AUDITOR, with
+    default_role) are registered offline in the data directory with keys
+    of `keys` (default: the run's KeyRing); kabard writes its own key
+    DATA/broker.key and DATA/broker.pub (server_key_path) on first start.
+    env(PRINCIPAL) is the environment in which the CLI speaks as PRINCIPAL.
     """
 
-    def __init__(self, data_dir, listen="tcp://127.0.0.1:*", args=(), insecure=True):
+    def __init__(self, data_dir, listen="tcp://127.0.0.1:*", args=(), insecure=False, keys=None,
+                 principals=None):
         self.data_dir = data_dir
         self.listen = listen
         self.args = list(args)
         self.insecure = insecure
+        self._keys = keys
+        self.principals = dict(principals) if principals is not None else None
+        self.registered = set()
         self.proc = None
         self.endpoint = None
         self.starts = 0
         self.log_path = data_dir.rstrip("/") + ".kabard.log"
+        _brokers[listen] = self
+
+    @property
+    def keys(self):
+        if self._keys is None:
+            self._keys = keys()
+        return self._keys
+
+    @property
+    def server_key_path(self):
+        """DATA/broker.pub: the broker's public key that clients pin."""
+        return os.path.join(self.data_dir, "broker.pub")
+
+    def server_key(self):
+        return read_public(self.server_key_path)
+
+    def default_principals(self):
+        ps = {a: default_role(a) for a in AGENCIES}
+        ps[ADMIN] = "admin"
+        ps[AUDITOR] = "auditor"
+        return ps
+
+    def provision(self):
+        """Register the principals offline (once per data directory)."""
+        if self.insecure:
+            return
+        if self.principals is None:
+            self.principals = self.default_principals()
+        for agency, role in self.principals.items():
+            if agency not in self.registered:
+                self.add_agency_offline(agency, role)
+
+    def agency_args(self, agency, role, key=None):
+        name, org = _NAMES.get(agency, ("Perangkat Daerah " + agency, "9.99.0.00.0.00.01.0000"))
+        region = "73.05" if agency.endswith("-takalar") else "13.71"
+        return ["agency", "add", agency, "--name", name, "--region", region, "--org", org,
+                "--role", role, "--key", key or self.keys.pub_path(agency)]
+
+    def add_agency_offline(self, agency, role="agent", key=None):
+        os.makedirs(self.data_dir, exist_ok=True)
+        r = run_cli(*self.agency_args(agency, role, key), "--data", self.data_dir, env=dict(os.environ))
+        if r.rc != 0 and key is None and "already registered" in r.errtext:
+            show = run_cli("agency", "show", agency, "--data", self.data_dir, "--format", "json", env=dict(os.environ))
+            if show.rc == 0 and public_text(self.keys.public(agency)) in show.text:
+                self.registered.add(agency)  # a data directory used before, with this key
+                return r
+        if r.rc != 0:
+            raise AssertionError("registering %s (%s) in %s: %r" % (agency, role, self.data_dir, r))
+        self.registered.add(agency)
+        return r
+
+    def add_agency(self, agency, role="agent", key=None):
+        """Register an agency: online as ADMIN when the broker runs, else offline."""
+        if self.principals is not None:
+            self.principals[agency] = role
+        if not self.running():
+            return self.add_agency_offline(agency, role, key)
+        r = run_cli(*self.agency_args(agency, role, key), "--broker", self.endpoint, env=self.env(ADMIN))
+        if r.rc != 0:
+            raise AssertionError("registering %s (%s) online: %r" % (agency, role, r))
+        self.registered.add(agency)
+        return r
+
+    def ensure_server_key(self):
+        """DATA/broker.pub exists (a first start and stop if needed): for a
+        client that is configured before the broker runs."""
+        if self.insecure or os.path.exists(self.server_key_path):
+            return
+        self.start()
+        self.stop()
+
+    def env(self, principal=ADMIN, server_key=None, key=None):
+        """os.environ plus KABAR_KEY (principal's key file, or `key`) and
+        KABAR_SERVER_KEY (this broker's, or `server_key`); a plaintext broker
+        gets neither."""
+        e = dict(os.environ)
+        e.pop("KABAR_KEY", None)
+        e.pop("KABAR_SERVER_KEY", None)
+        if not self.insecure:
+            if key is None and principal is not None:
+                key = self.keys.path(principal)
+            if key is not None:
+                e["KABAR_KEY"] = key
+            e["KABAR_SERVER_KEY"] = server_key or self.server_key_path
+        return e
+
+    def raw(self, principal=ADMIN, **kw):
+        """A RawClient speaking as principal (CURVE unless insecure)."""
+        return RawClient(self.endpoint, broker=self, principal=principal, **kw)
 
     @property
     def endpoint_file(self):
@@ -195,6 +499,7 @@ class Broker:
 
     def start(self, wait=True):
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        self.provision()
         # A killed broker leaves its endpoint file: remove it so that we wait
         # for the new process's own.
         try:
@@ -227,6 +532,7 @@ class Broker:
             return ep if re.match(r"^(tcp|ipc)://.+", ep) and not ep.endswith("*") else None
 
         self.endpoint = wait_for(ready, timeout, what="kabard's endpoint file")
+        _brokers[self.endpoint] = self
         return self.endpoint
 
     def running(self):
@@ -287,10 +593,40 @@ class CliResult:
         )
 
 
+def cli_env(args, env=None):
+    """(args, env) to run `kabar ARGS` with: when env is None and ARGS name
+    (--broker EP) a secure broker started here, as ADMIN with that broker's
+    server key, and a `kabar publish` to it signs each event with its
+    source's key (--key-dir of the key ring)."""
+    args = list(args)
+    if env is not None:
+        return args, env
+    b = None
+    if "--broker" in args:
+        i = args.index("--broker")
+        if i + 1 < len(args):
+            b = broker_for(args[i + 1])
+    if b is None or b.insecure:
+        return args, None
+    if args and args[0] == "publish" and "--agent" not in args and "--key-dir" not in args:
+        args = args[:1] + ["--key-dir", b.keys.dir] + args[1:]
+    return args, b.env(ADMIN)
+
+
+def cli_popen(args, **kw):
+    """popen of `kabar ARGS` with cli_env's principal (kw: Popen's, env= overrides)."""
+    args, env = cli_env(args, kw.pop("env", None))
+    return popen([KABAR] + args, env=env, **kw)
+
+
 def run_cli(*args, input=None, timeout=CLI_TIMEOUT, env=None):
-    """Run `kabar ARGS...` to completion; input is bytes/str for stdin."""
+    """Run `kabar ARGS...` to completion; input is bytes/str for stdin.
+
+    Without env, a command for a secure broker of this process runs as
+    ADMIN (cli_env); pass env=broker.env(PRINCIPAL) for another principal."""
     if isinstance(input, str):
         input = input.encode()
+    args, env = cli_env(args, env)
     p = popen(
         [KABAR] + list(args),
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
@@ -674,13 +1010,37 @@ class RawClient:
 
     send(cmd, id, *args, frames=()) sends [version, cmd, id, args...] plus
     frames; recv() returns (header list, [frames]) or None on timeout.
+
+    To a secure broker started here (found by endpoint, or broker=) it
+    speaks CURVE as `principal` (default ADMIN) with the principal's key of
+    the broker's key ring; key= (a nacl SigningKey) and server_key= (the
+    broker's 32-byte Ed25519 public key) override them, plaintext=True
+    connects without CURVE. publish()/send_pub() sign each PUB (sign="auto":
+    with the key of the first event's source when the key ring has one,
+    else the client's own key; a SigningKey: that key; None: unsigned).
     """
 
-    def __init__(self, endpoint, ctx=None):
+    def __init__(self, endpoint, ctx=None, broker=None, principal=ADMIN, key=None, server_key=None,
+                 plaintext=False):
         self.ctx = ctx or zmq.Context.instance()
+        self.broker = broker or broker_for(endpoint)
+        self.principal = principal
+        self.key = key
+        self.secure = not plaintext and (
+            key is not None or server_key is not None or (self.broker is not None and not self.broker.insecure)
+        )
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
+        if self.secure:
+            if self.key is None:
+                self.key = self.broker.keys.signing_key(principal)
+            if server_key is None:
+                server_key = self.broker.server_key()
+            cpk, csk = curve_keys(self.key)
+            self.sock.curve_serverkey = curve_public(server_key)
+            self.sock.curve_publickey = cpk
+            self.sock.curve_secretkey = csk
         self.sock.connect(endpoint)
         self.next_id = 1
 
@@ -737,12 +1097,65 @@ class RawClient:
             raise AssertionError("HEAD answered with %r" % (hdr,))
         return hdr[3]
 
-    def publish(self, event_bytes_list, timeout=60.0):
-        """PUB one batch; returns the ACK's results list."""
-        hdr, _ = self.request("PUB", frames=event_bytes_list, timeout=timeout)
+    def signer_for(self, frames, sign="auto"):
+        """The SigningKey a PUB of these frames is signed with (None: unsigned)."""
+        if sign != "auto":
+            return sign or None
+        if not self.secure:
+            return None
+        source = None
+        for f in frames:
+            try:
+                source = msgpack.unpackb(bytes(f), raw=False, timestamp=3, strict_map_key=False)["source"]
+                break
+            except Exception:
+                continue
+        b = self.broker
+        if b is not None and isinstance(source, str) and source in b.registered:
+            return b.keys.signing_key(source)
+        return self.key
+
+    def pub_args(self, frames, sign="auto"):
+        """The PUB header's arguments after the id: [] or [[key, sig]]."""
+        sk = self.signer_for(frames, sign)
+        return [sign_batch(sk, frames)] if sk is not None and frames else []
+
+    def send_pub(self, id, frames, sign="auto"):
+        self.send("PUB", id, *self.pub_args(frames, sign), frames=frames)
+
+    def publish_reply(self, event_bytes_list, sign="auto", timeout=60.0):
+        """PUB one batch; returns the whole reply header (ACK or ERR)."""
+        hdr, _ = self.request("PUB", *self.pub_args(event_bytes_list, sign), frames=event_bytes_list,
+                              timeout=timeout)
+        return hdr
+
+    def publish(self, event_bytes_list, sign="auto", timeout=60.0):
+        """PUB one batch (signed as signer_for says); returns the ACK's results list."""
+        hdr = self.publish_reply(event_bytes_list, sign, timeout)
         if hdr[1] != "ACK":
             raise AssertionError("PUB answered with %r" % (hdr,))
         return hdr[3]
+
+    def call(self, method, params=None, timeout=60.0):
+        """CALL method params -> the reply header: [1, "RESULT", id, map] or [1, "ERR", id, code, text]."""
+        hdr, _ = self.request("CALL", method, params or {}, timeout=timeout)
+        return hdr
+
+    def answers(self, timeout=5.0):
+        """True when a PING is answered within timeout (a refused CURVE client gets nothing)."""
+        rid = self.new_id()
+        self.send("PING", rid)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            m = self.recv(left)
+            if m is None:
+                return False
+            hdr = m[0]
+            if isinstance(hdr, list) and len(hdr) >= 3 and hdr[2] == rid:
+                return hdr[1] == "PONG"
 
 
 def parse_records(payload):
@@ -816,6 +1229,7 @@ class KabarTestCase(unittest.TestCase):
 
     def publish(self, broker, events, expect_rc=0, extra=()):
         """`kabar publish -` of the events; returns the parsed result lines (one per event)."""
+        ensure_sources(broker, events)
         r = run_cli("publish", "-", "--broker", broker.endpoint, *extra, input=to_jsonl(events))
         if expect_rc is not None:
             self.assertEqual(r.rc, expect_rc, r)
@@ -828,10 +1242,39 @@ class KabarTestCase(unittest.TestCase):
         r = self.cli_ok("replay", *args)
         return r.json_lines()
 
-    def raw(self, broker):
-        c = RawClient(broker.endpoint)
+    def raw(self, broker, principal=ADMIN, **kw):
+        c = RawClient(broker.endpoint, broker=broker, principal=principal, **kw)
         self.addCleanup(c.close)
         return c
+
+
+def client_security_args(endpoint, agency):
+    """The --key/--server-key (or --insecure) arguments of kabar-agent or
+    kabar-oversight for agency's client of the broker at endpoint (a
+    broker of this process, found by endpoint or listen address)."""
+    b = broker_for(endpoint)
+    if b is None:
+        raise AssertionError("no broker of this test run at %s" % endpoint)
+    if b.insecure:
+        return ["--insecure"]
+    if agency not in b.registered:
+        b.add_agency(agency, default_role(agency))
+    b.ensure_server_key()
+    return ["--key", b.keys.path(agency), "--server-key", b.server_key_path]
+
+
+_AGENCY_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+
+
+def ensure_sources(broker, events):
+    """Register (as agents) the source agencies of events that a secure broker
+    does not know yet, so that their keys can sign them."""
+    if broker.insecure:
+        return
+    for ev in events:
+        src = ev.get("source") if isinstance(ev, dict) else None
+        if isinstance(src, str) and _AGENCY_ID.match(src) and src not in broker.registered:
+            broker.add_agency(src, default_role(src))
 
 
 def make_tmpdir(case=None):
@@ -845,6 +1288,10 @@ def make_tmpdir(case=None):
 
 
 def main():
+    # ctest kills a test file after its TIMEOUT (600 s): say where it hung first.
+    import faulthandler
+
+    faulthandler.dump_traceback_later(float(os.environ.get("KABAR_TEST_STACK_AFTER", "570")), exit=False)
     unittest.main(verbosity=2)
 
 
@@ -856,13 +1303,13 @@ class Tail:
     to exit by itself (--count) and returns the exit code.
     """
 
-    def __init__(self, *args):
+    def __init__(self, *args, env=None):
         import queue
 
         self.args = list(args)
         self.q = queue.Queue()
-        self.proc = popen(
-            [KABAR, "tail"] + self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        self.proc = cli_popen(
+            ["tail"] + self.args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         self.err = b""
         self._t = threading.Thread(target=self._read, daemon=True)

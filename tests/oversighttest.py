@@ -12,7 +12,9 @@ Builds on kabartest (brokers, the CLI, events):
             self.wait_caught_up(o, b)                   # the state holds the whole log
             rep = self.report(o, "--since", "2023-04-01")   # `kabar oversight report --json`
 
-Every oversight agent started here is stopped at the end of its test.
+The agent runs as setda (role oversight) with its key and the broker's
+server key (kabartest.client_security_args). Every oversight agent started
+here is stopped at the end of its test.
 """
 
 import json
@@ -20,7 +22,8 @@ import os
 import signal
 import subprocess
 
-from kabartest import BUILD_DIR, KabarTestCase, head_seq, popen, run_cli, stop_process, wait_for
+from kabartest import (BUILD_DIR, KabarTestCase, client_security_args, head_seq, popen, run_cli,
+                       stop_process, wait_for)
 
 KABAR_OVERSIGHT = os.path.join(BUILD_DIR, "kabar-oversight")
 
@@ -39,8 +42,9 @@ class Oversight:
         self.log_path = data_dir.rstrip("/") + ".oversight.log"
 
     def command(self):
-        return [KABAR_OVERSIGHT, "--agency", self.agency, "--data", self.data_dir,
-                "--broker", self.broker, "--insecure"] + self.args
+        return ([KABAR_OVERSIGHT, "--agency", self.agency, "--data", self.data_dir,
+                 "--broker", self.broker]
+                + client_security_args(self.broker, self.agency) + self.args)
 
     def start(self, wait=True, env=None):
         assert self.proc is None or self.proc.poll() is not None, "oversight already running"

@@ -103,7 +103,7 @@ class AgentTest(AgentTestCase):
     def test_second_agent_on_same_dir_refuses(self):
         broker = self.start_broker()
         agent = self.start_agent(AGENCY, broker.endpoint)
-        r = run_cli("agent", "status", "--data", agent.data_dir)
+        r = run_cli("agent", "status", "--data", agent.data_dir, env=agent.env())
         self.assertEqual(r.rc, 0, r)
         self.assertIn("running", r.text)
         import subprocess
@@ -221,7 +221,7 @@ class AgentTest(AgentTestCase):
     def test_status_text_and_usage(self):
         broker = self.start_broker()
         agent = self.start_agent(AGENCY, broker.endpoint)
-        r = run_cli("agent", "status", "--data", agent.data_dir)
+        r = run_cli("agent", "status", "--data", agent.data_dir, env=agent.env())
         self.assertEqual(r.rc, 0, r)
         for word in ("agency", "outbox", "last acked", "inbox", "dead letters"):
             self.assertIn(word, r.text)

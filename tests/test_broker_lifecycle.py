@@ -1,7 +1,8 @@
 """System test: the broker's life: start, refuse, stop, fill up.
 
 One data directory has one broker; SIGTERM is a clean exit (0) that
-removes the endpoint file; plaintext must be asked for; bad flags give
+removes the endpoint file; kabard is secure (CURVE) unless plaintext is
+asked for, and plaintext is refused on a non-loopback endpoint; bad flags give
 usage and exit 2; a full disk (a 20 MiB tmpfs, when this runs as root and
 may mount) or the --max-size cap gives publishers a clear DISK_FULL while
 everything acked stays in the log and the broker keeps answering.
@@ -65,10 +66,43 @@ class Lifecycle(kt.KabarTestCase):
         self.assertIn("KABARD-READY", b.log_text(), "the log should carry the stable code KABARD-READY")
 
     def test_plaintext_must_be_asked_for(self):
-        d = os.path.join(self.tmp, "data")
-        rc, out, err = run([kt.KABARD, "--data", d, "--listen", "tcp://127.0.0.1:*"])
-        self.assertEqual(rc, 2, "kabard without --insecure (and no keys) must refuse: exit %d, %s" % (rc, err))
-        self.assertIn("--insecure", err, "the message should say how to run in plaintext: %r" % err)
+        # Without --insecure kabard speaks CURVE only: it made its key on
+        # first start, a plaintext client gets no answer, a registered one does.
+        b = self.start_broker()
+        self.assertNotIn("--insecure", b.command())
+        key = os.path.join(b.data_dir, "broker.key")
+        self.assertTrue(os.path.exists(key), "kabard made no DATA/broker.key on first start")
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600, "DATA/broker.key must be private (0600)")
+        pub = b.server_key()
+        plain = self.raw(b, plaintext=True)
+        self.assertFalse(plain.answers(3.0), "a plaintext client was answered by a broker without --insecure")
+        self.assertTrue(self.raw(b).ping(), "a registered CURVE client gets no answer")
+        self.assertEqual(b.stop(), 0)
+        b.start()
+        self.assertEqual(b.server_key(), pub, "the broker's key changed on restart")
+        self.assertTrue(self.raw(b).ping())
+
+    def test_insecure_only_on_loopback(self):
+        # Plaintext to the network is refused at start, with a message.
+        for listen in ("tcp://0.0.0.0:*", "tcp://10.1.2.3:7000", "tcp://*:*"):
+            with self.subTest(listen):
+                d = os.path.join(self.tmp, "data-%d" % len(listen))
+                rc, out, err = run([kt.KABARD, "--data", d, "--insecure", "--listen", listen])
+                self.assertEqual(rc, 2, "kabard --insecure --listen %s: exit %d, %s" % (listen, rc, err))
+                self.assertTrue(
+                    "loopback" in err.lower() or listen in err,
+                    "the message should say plaintext needs a loopback or ipc endpoint: %r" % err,
+                )
+        # On loopback (and ipc) it runs, with a warning in its log, and accepts unsigned events.
+        for listen in ("tcp://127.0.0.1:*", "ipc://" + os.path.join(self.tmp, "kabard.sock")):
+            with self.subTest(listen):
+                b = self.start_broker(name="plain-%d" % len(listen), listen=listen, insecure=True)
+                own = b.log_text()[b.log_text().rfind("==== start"):].split("\n", 1)[1]
+                self.assertIn("insecure", own.lower(), "kabard --insecure should warn in its log: %r" % own)
+                c = self.raw(b)
+                self.assertFalse(c.secure)
+                ev = kt.event_msgpack(kt.EventFactory(seed=2, prefix="plain").make(0))
+                self.assertGreater(c.publish([ev], sign=None)[0][0], 0, "an unsigned event under --insecure")
 
     def test_bad_usage(self):
         d = os.path.join(self.tmp, "data")
@@ -172,7 +206,7 @@ class Lifecycle(kt.KabarTestCase):
             for _ in range(4):
                 if k < len(frames):
                     bid += 1
-                    c.send("PUB", bid, frames=frames[k : k + 64])
+                    c.send_pub(bid, frames[k : k + 64])
                     pending[bid] = k
                     k += 64
             while pending:

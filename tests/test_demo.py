@@ -5,7 +5,11 @@ must exit 0 and show what it promises: every step's events in the log, the
 online and offline replays identical, a retry stored once, bad events
 refused, the overdue finding published by the oversight agent and reaching
 the agency's inbox, the oversight report, and every process stopped
-cleanly.
+cleanly. And since issue 4 it runs secure, as a real deployment would: a key
+per principal registered before kabard starts, kabard without --insecure
+(its log says CURVE), every agent on CURVE with its own key, and the broker
+refusing an event sent in another agency's name and any event from the
+auditors' key.
 """
 
 import os
@@ -30,7 +34,8 @@ class Demo(kt.KabarTestCase):
         out = p.stdout.decode("utf-8", "replace")
         self.assertEqual(p.returncode, 0, "scripts/demo failed:\n" + out[-4000:])
         for promise in [
-            "34 agents ready",
+            "36 principals registered offline, before the broker starts",
+            "34 agents ready, each on CURVE with its own key",
             "online and offline replays are identical",
             "the broker answered each with its original seq",
             'body.due: "27/06/2023" is not a valid date',
@@ -43,6 +48,22 @@ class Demo(kt.KabarTestCase):
         ]:
             self.assertIn(promise, out, "the demo no longer shows %r:\n%s" % (promise, out[-4000:]))
         self.assertNotIn("Traceback", out)
+
+        # kabard ran secure: its real command line, and its own log line.
+        running = [l for l in out.splitlines() if l.startswith("kabard (pid ") and "running: " in l]
+        self.assertEqual(len(running), 1, "the demo no longer shows kabard's command line:\n" + out[:4000])
+        cmdline = running[0].split("running: ", 1)[1]
+        self.assertIn("--listen", cmdline)
+        self.assertNotIn("--insecure", cmdline)
+        said = [l for l in out.splitlines() if l.startswith("  kabard: ")]
+        self.assertTrue(said and "CURVE" in said[0], "kabard's log does not say CURVE:\n" + out[:4000])
+
+        # The broker refused both events of the "who may do what" step, for their rule.
+        refusals = [l for l in out.splitlines() if l.startswith("  REJECTED") and "dpupr" in l]
+        self.assertEqual(len(refusals), 2, "expected two refused forged events:\n" + out[-4000:])
+        self.assertIn("NOT_OWN_SOURCE", refusals[0])
+        self.assertIn("CANNOT_PUBLISH", refusals[1])
+        self.assertIn("both refused, counted and logged by the broker", out)
 
 
 if __name__ == "__main__":

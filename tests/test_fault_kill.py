@@ -70,8 +70,8 @@ class FaultKill(kt.KabarTestCase):
         for src, (path, _) in inputs.items():
             out = open(path + ".out", "wb")
             err = open(path + ".err", "wb")
-            procs[src] = kt.popen(
-                [kt.KABAR, "publish", path, "--broker", b.endpoint], stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            procs[src] = kt.cli_popen(
+                ["publish", path, "--broker", b.endpoint], stdout=out, stderr=err, stdin=subprocess.DEVNULL
             )
             out.close()
             err.close()

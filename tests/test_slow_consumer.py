@@ -47,7 +47,7 @@ class SlowConsumer(kt.KabarTestCase):
         peak_anon, peak_rss = base_anon, base_rss
         out = open(path + ".out", "wb")
         errf = open(path + ".err", "wb")
-        pub = kt.popen([kt.KABAR, "publish", path, "--broker", b.endpoint], stdout=out, stderr=errf)
+        pub = kt.cli_popen(["publish", path, "--broker", b.endpoint], stdout=out, stderr=errf)
         out.close()
         errf.close()
         ping = 1000

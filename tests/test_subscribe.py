@@ -84,8 +84,8 @@ class Subscribe(kt.KabarTestCase):
         self.addCleanup(tail.stop)
         # publish while it is catching up, in small pieces
         for k in range(0, len(later), 100):
-            p = kt.popen(
-                [kt.KABAR, "publish", "-", "--broker", self.b.endpoint],
+            p = kt.cli_popen(
+                ["publish", "-", "--broker", self.b.endpoint],
                 stdin=kt.subprocess.PIPE,
                 stdout=kt.subprocess.DEVNULL,
                 stderr=kt.subprocess.PIPE,

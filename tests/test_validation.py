@@ -281,7 +281,7 @@ class Validation(kt.KabarTestCase):
         self.assertEqual(m[0][:4], [1, "ERR", 10, "UNKNOWN_COMMAND"])
         # Too many frames in one PUB: refused as a whole, nothing stored.
         good = [kt.event_msgpack(variant(lambda e: None, "many-%d" % i)) for i in range(MAX_BATCH + 1)]
-        c.send("PUB", 12, frames=good)
+        c.send_pub(12, good)
         m = c.recv(timeout=60)
         if m is not None:
             self.assertEqual(m[0][1], "ERR", "PUB of %d events: %r" % (len(good), m[0][:4]))
