@@ -9,10 +9,14 @@ cleanly. And since issue 4 it runs secure, as a real deployment would: a key
 per principal registered before kabard starts, kabard without --insecure
 (its log says CURVE), every agent on CURVE with its own key, and the broker
 refusing an event sent in another agency's name and any event from the
-auditors' key.
+auditors' key. Since issue 5 it ends with the auditors' part: a signed
+checkpoint, `kabar audit verify` passing online and then offline on the
+stopped log (with the same root), and the HTML audit report written.
 """
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -22,7 +26,8 @@ import kabartest as kt  # noqa: E402
 
 class Demo(kt.KabarTestCase):
     def test_demo_runs_and_shows_the_month(self):
-        env = dict(os.environ, KABAR_BUILD_DIR=kt.BUILD_DIR)
+        # Keep the demo's directory to look at the HTML report it wrote.
+        env = dict(os.environ, KABAR_BUILD_DIR=kt.BUILD_DIR, KABAR_DEMO_KEEP="1")
         p = subprocess.run(
             [os.path.join(kt.SOURCE_DIR, "scripts", "demo")],
             stdin=subprocess.DEVNULL,
@@ -32,6 +37,9 @@ class Demo(kt.KabarTestCase):
             timeout=900,
         )
         out = p.stdout.decode("utf-8", "replace")
+        report = re.search(r"-> (\S+/audit-report\.html)", out)
+        if report:
+            self.addCleanup(shutil.rmtree, os.path.dirname(report.group(1)), True)
         self.assertEqual(p.returncode, 0, "scripts/demo failed:\n" + out[-4000:])
         for promise in [
             "36 principals registered offline, before the broker starts",
@@ -64,6 +72,18 @@ class Demo(kt.KabarTestCase):
         self.assertIn("NOT_OWN_SOURCE", refusals[0])
         self.assertIn("CANNOT_PUBLISH", refusals[1])
         self.assertIn("both refused, counted and logged by the broker", out)
+
+        # The auditors' part: a checkpoint, verify online and offline over the same log.
+        verified = re.findall(r"kabar audit verify: ok: (\d+) events \(root (\S+)\)", out)
+        self.assertEqual(len(verified), 2, "expected verify online and offline to pass:\n" + out[-4000:])
+        self.assertEqual(verified[0], verified[1], "online and offline verify saw different logs")
+        self.assertGreaterEqual(int(verified[0][0]), 130, "verify checked too few events")
+        self.assertIn("(online: the stored tree, indexes, dedup and consumers are checked with --data)", out)
+        self.assertIsNotNone(report, "the demo does not say where the HTML report is:\n" + out[-4000:])
+        with open(report.group(1), encoding="utf-8") as f:
+            html = f.read()
+        self.assertIn("<svg", html, "the HTML report has no chart")
+        self.assertNotIn("<script", html, "the HTML report must need no script")
 
 
 if __name__ == "__main__":
