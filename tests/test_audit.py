@@ -124,6 +124,18 @@ def mth(leaves):
     return hashlib.sha256(b"\x01" + mth(leaves[:k]) + mth(leaves[k:])).digest()
 
 
+def inclusion_path(leaves, m):
+    """RFC 9162 PATH(m, D[n]) over leaf hashes, bottom first."""
+    if len(leaves) == 1:
+        return []
+    k = 1
+    while k < len(leaves) - k:
+        k <<= 1
+    if m < k:
+        return inclusion_path(leaves[:k], m) + [mth(leaves[k:])]
+    return inclusion_path(leaves[k:], m - k) + [mth(leaves[:k])]
+
+
 PROBLEM = re.compile(r"^seq (\d+): ")
 
 
@@ -346,6 +358,24 @@ class AuditTest(kt.KabarTestCase):
         self.assertTrue(any(l.startswith("seq %d: " % seq_b) for l in bad), r)  # where it points
         self.assertTrue(any(l.startswith("seq %d: " % seq_a) for l in bad), r)  # what lost it
 
+    def test_dedup_key_without_nul(self):
+        """A dedup key is "source NUL id"; one with no NUL at all is named as
+        malformed at the seq it points at (and not read past its end)."""
+        d = self.copy()
+        dump = Dump(os.path.join(d, "log.mdb"))
+        dedup = dump.pairs("dedup")
+        i = next(j for j, (k, v) in enumerate(dedup) if int.from_bytes(v, "big") == 77)
+        src, eid = dedup[i][0].split(b"\x00", 1)
+        dedup[i][0] = src + b"|" + eid
+        dedup.sort()
+        dump.write(os.path.join(d, "log.mdb"))
+        r = self.verify(d)
+        self.assertEqual(r.rc, 1, r)
+        want = 'seq 77: the dedup entry "%s|%s" points at this seq, but is malformed' % (
+            src.decode(), eid.decode())
+        self.assertTrue(any(l.startswith(want) for l in r.lines()), r)
+        self.assertEqual(set(problem_seqs(r.lines())), {77}, r)
+
     def test_replaced_checkpoint(self):
         d = self.copy()
         dump = Dump(os.path.join(d, "log.mdb"))
@@ -496,6 +526,116 @@ class AuditTest(kt.KabarTestCase):
         save_json(bad, p2)
         self.assertEqual(self.check_export(p2).rc, 1)
 
+    def registry(self):
+        """The auditor's registry file: `kabar agency list --format json`."""
+        path = os.path.join(self.tmp, "registry.jsonl")
+        r = self.cli("agency", "list", "--format", "json", "--data", self.b.data_dir)
+        self.assertEqual(r.rc, 0, r)
+        with open(path, "wb") as f:
+            f.write(r.out)
+        return path
+
+    @staticmethod
+    def forge_signature(rec, sk, agency):
+        """A signature object for the export record rec: a fake batch of
+        index+1 events signed by sk, the record's event at its index, and
+        the claim that the key is agency's."""
+        raw = base64.b64decode(rec["record"])
+        index = int.from_bytes(raw[17:21], "big")
+        leaves = [hashlib.sha256(b"fake %d" % i).digest() for i in range(index + 1)]
+        leaves[index] = leaf_hash(raw[21:])
+        msg = b"kabar-batch-v1\n" + len(leaves).to_bytes(4, "big") + mth(leaves)
+        pk = bytes(sk.verify_key)
+        return {"key": kt.public_text(pk), "key_id": kt.key_id(pk), "agency": agency,
+                "valid_from": None, "revoked_at": None,
+                "sig": base64.b64encode(sk.sign(msg).signature).decode(),
+                "n": len(leaves), "index": index,
+                "path": [base64.b64encode(h).decode() for h in inclusion_path(leaves, index)]}
+
+    @unittest.skipIf(INSECURE, "unsigned events carry no signature to forge")
+    def test_export_signer_checked_against_the_auditors_registry(self):
+        """The signature object of an export is not committed by the tree: an
+        exporter can sign a fake one-event batch with a key of their own and
+        claim any agency. check-export takes whose key it is from --registry
+        (or --agency-key) only, and says so when it was not given."""
+        import nacl.signing
+
+        source = self.events[10]["source"]
+        path = self.export("signed.json", "--source", source)
+        reg = self.registry()
+        # Genuine: verified against the registry.
+        r = self.cli("audit", "check-export", path, "--log-key", self.vkey, "--registry", reg)
+        self.assertEqual(r.rc, 0, r)
+        doc = load_json(path)
+        marked = [x for x in doc["records"] if x["match"]]
+        self.assertIn("; %d signatures verified" % len(marked), r.text)
+        self.assertNotIn("NOT VERIFIED", r.text)
+        # Genuine without a registry: the Merkle checks pass, the agencies are not verified.
+        r = self.check_export(path)
+        self.assertEqual(r.rc, 0, r)
+        notes = [l for l in r.lines() if "agency NOT VERIFIED (no --registry)" in l]
+        self.assertEqual(problem_seqs(notes), [x["seq"] for x in marked], r)
+        self.assertIn("agency signatures NOT VERIFIED", r.lines()[-1])
+        self.assertNotIn("signatures verified", r.text)
+        # Forged by the exporter's own unregistered key, claiming the source agency.
+        victim = marked[len(marked) // 2]
+        forged = load_json(path)
+        at = forged["records"].index(victim)
+        mallory = nacl.signing.SigningKey.generate()
+        forged["records"][at]["signature"] = self.forge_signature(victim, mallory, source)
+        p2 = os.path.join(self.tmp, "forged.json")
+        save_json(forged, p2)
+        r = self.cli("audit", "check-export", p2, "--log-key", self.vkey, "--registry", reg)
+        self.assertEqual(r.rc, 1, r)
+        mid = kt.key_id(bytes(mallory.verify_key))
+        self.assertIn("seq %d: signed by key %s, which is not in the registry you gave"
+                      % (victim["seq"], mid), r.text)
+        # Without a registry the forgery cannot be told, and the output does not pretend.
+        r = self.check_export(p2)
+        self.assertEqual(r.rc, 0, r)
+        self.assertIn("seq %d: signature valid by key %s, agency NOT VERIFIED (no --registry)"
+                      % (victim["seq"], mid), r.text)
+        # Forged by a registered key of another agency (the auditor's own).
+        other = self.b.keys.signing_key(kt.AUDITOR)
+        forged["records"][at]["signature"] = self.forge_signature(victim, other, source)
+        save_json(forged, p2)
+        r = self.cli("audit", "check-export", p2, "--log-key", self.vkey, "--registry", reg)
+        self.assertEqual(r.rc, 1, r)
+        self.assertIn("seq %d: signed by key %s of agency %s (per the registry you gave), but its "
+                      "source is %s" % (victim["seq"], kt.key_id(bytes(other.verify_key)),
+                                        kt.AUDITOR, source), r.text)
+        # --agency-key: the source's real key passes, another key for it does not.
+        r = self.cli("audit", "check-export", path, "--log-key", self.vkey,
+                     "--agency-key", "%s=%s" % (source, self.b.keys.pub_path(source)))
+        self.assertEqual(r.rc, 0, r)
+        self.assertIn("; %d signatures verified" % len(marked), r.text)
+        r = self.cli("audit", "check-export", path, "--log-key", self.vkey,
+                     "--agency-key", "%s=%s" % (source, self.b.keys.pub_path(kt.AUDITOR)))
+        self.assertEqual(r.rc, 1, r)
+        # A registry that is not one is refused, not taken as empty.
+        bad = os.path.join(self.tmp, "notregistry.json")
+        with open(bad, "w") as f:
+            f.write('{"agencies": []}\n')
+        r = self.cli("audit", "check-export", path, "--log-key", self.vkey, "--registry", bad)
+        self.assertEqual(r.rc, 2, r)
+        self.assertIn("not an agency", r.errtext)
+
+    def test_export_filter_seq_bounds_checked(self):
+        """A filter seq bound that is not a seq (negative, 0, a string) is
+        refused, not read as a huge number that makes the covered range empty."""
+        path = self.export("bounds.json", "--from", "5", "--to", "9")
+        self.assertEqual(self.check_export(path).rc, 0)
+        for bad in (-1, 0, "5"):
+            doc = load_json(path)
+            doc["filter"]["from"] = bad
+            doc["records"] = []
+            doc["range_proof"] = []
+            p2 = os.path.join(self.tmp, "bounds-bad.json")
+            save_json(doc, p2)
+            r = self.check_export(p2)
+            self.assertEqual(r.rc, 2, r)
+            self.assertIn("filter.from and filter.to must be null or seqs", r.errtext)
+
     def test_replay_verify_shows_signers(self):
         for src in (["--broker", self.b.endpoint], ["--data", self.b.data_dir]):
             recs = self.replay(*src, "--verify", "--to", "30")
@@ -507,6 +647,11 @@ class AuditTest(kt.KabarTestCase):
                 self.assertEqual(x["signature"], "valid", x)
                 self.assertEqual(x["agency"], x["source"])
                 self.assertRegex(x["key_id"], r"^[0-9a-f]{16}$")
+        # It says whose word the key -> agency mapping is.
+        r = self.cli("replay", "--data", self.b.data_dir, "--verify", "--to", "3")
+        self.assertEqual(r.rc, 0, r)
+        self.assertIn("--verify checks each signer against the registry stored in the log (the "
+                      "operator's statement", r.errtext)
 
 
 def c2sp_note(origin, size, root, sk):

@@ -112,9 +112,17 @@ int audit_log_open(audit_log *l, const char *dir, kabar_error *err)
         return kabar_error_set(err, KABAR_STORE, "%s is not a kabar log (no events database)",
                                path);
     }
-    MDB_val k = {6, "format"}, v;
-    if (mdb_get(l->txn, l->dbi[ADB_META], &k, &v) != 0 || v.mv_size != 1 ||
-        ((const uint8_t *)v.mv_data)[0] != 2) {
+    MDB_val k = {6, "format"}, v = {0, NULL};
+    rc = mdb_get(l->txn, l->dbi[ADB_META], &k, &v);
+    if (rc != 0) {
+        int e = rc == MDB_NOTFOUND
+                    ? kabar_error_set(err, KABAR_STORE, "%s is not a kabar log: meta has no format",
+                                      path)
+                    : lmdb_fail(l, rc, "meta", err);
+        audit_log_close(l);
+        return e;
+    }
+    if (v.mv_size != 1 || ((const uint8_t *)v.mv_data)[0] != 2) {
         int f = (v.mv_size == 1) ? ((const uint8_t *)v.mv_data)[0] : -1;
         audit_log_close(l);
         return kabar_error_set(err, KABAR_STORE,

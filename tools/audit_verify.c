@@ -479,13 +479,23 @@ static int deep_index(vstate *v, int w)
             break;
         }
         if (!ok) {
-            if (w == FP_DEDUP)
+            /* A dedup key is "source\0id"; LMDB keys need not hold a NUL at all. */
+            const char *nul = w == FP_DEDUP ? memchr(ks, '\0', k.mv_size) : NULL;
+            if (w == FP_DEDUP && nul == NULL)
                 problem(v, seq,
-                        "seq %" PRIu64 ": the dedup entry for source %s, id %.*s points at this "
-                        "seq, but its event is source %.*s, id %.*s",
-                        seq, ks, (int)(k.mv_size - strlen(ks) - 1), ks + strlen(ks) + 1,
+                        "seq %" PRIu64 ": the dedup entry \"%.*s\" points at this seq, but is "
+                        "malformed (no NUL byte between source and id); its event is source "
+                        "%.*s, id %.*s",
+                        seq, kl, shown, (int)ev.source.len, ev.source.ptr, (int)ev.id.len,
+                        ev.id.ptr);
+            else if (w == FP_DEDUP) {
+                size_t sl = (size_t)(nul - ks), il = k.mv_size - sl - 1;
+                problem(v, seq,
+                        "seq %" PRIu64 ": the dedup entry for source %.*s, id %.*s points at "
+                        "this seq, but its event is source %.*s, id %.*s",
+                        seq, (int)(sl > 200 ? 200 : sl), ks, (int)(il > 200 ? 200 : il), nul + 1,
                         (int)ev.source.len, ev.source.ptr, (int)ev.id.len, ev.id.ptr);
-            else
+            } else
                 problem(v, seq,
                         "seq %" PRIu64 ": the %s entry \"%.*s\" points at this seq, but its "
                         "event has no such %s",

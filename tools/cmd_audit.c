@@ -7,7 +7,7 @@
  *   consistency OLD NEW            consistency proof between two sizes
  *   check-proof FILE --checkpoint NOTE [--checkpoint NOTE] --log-key KEY
  *   verify                         check everything the log holds
- *   check-export FILE --log-key KEY
+ *   check-export FILE --log-key KEY [--registry FILE] [--agency-key ID=KEY]...
  *   report ...                     tools/audit_report.c
  *
  * The log is read from a data directory (--data DIR: read-only, safe while
@@ -23,6 +23,7 @@
 #include "audit_cmd.h"
 #include "audit_export.h"
 #include "audit_proof.h"
+#include "audit_registry.h"
 #include "audit_report.h"
 #include "audit_source.h"
 #include "audit_verify.h"
@@ -41,7 +42,8 @@ static void usage(FILE *f)
         "                               --log-key KEY\n"
         "       kabar audit verify (--data DIR | --broker EP) [--log-key KEY]\n"
         "                          [--since-checkpoint NOTE] [--max-problems N]\n"
-        "       kabar audit check-export FILE --log-key KEY\n"
+        "       kabar audit check-export FILE --log-key KEY [--registry FILE]\n"
+        "                                [--agency-key ID=KEY]...\n"
         "       kabar audit report (--data DIR | --broker EP) ... (kabar audit report --help)\n"
         "\n"
         "Prove, without trusting whoever runs the broker, that the log was not changed.\n"
@@ -57,7 +59,9 @@ static void usage(FILE *f)
         "  verify        recompute every leaf and root, check the tree, every checkpoint,\n"
         "                every batch signature, seq gaps, indexes, dedup, consumers;\n"
         "                one line per problem: 'seq N: WHAT'\n"
-        "  check-export  verify a file written by 'kabar replay --with-proof'\n"
+        "  check-export  verify a file written by 'kabar replay --with-proof'; whose keys\n"
+        "                signed its events is checked only against --registry or\n"
+        "                --agency-key (the export's own claims are the exporter's word)\n"
         "  report        the oversight figures computed from the log ('kabar audit report\n"
         "                --help')\n"
         "\n"
@@ -75,6 +79,11 @@ static void usage(FILE *f)
         "      --since-checkpoint NOTE  verify: also check that the log still extends\n"
         "                          this saved checkpoint\n"
         "      --max-problems N    verify: print at most N problem lines (default 1000)\n"
+        "      --registry FILE     check-export: the registry you trust, as 'kabar agency\n"
+        "                          list --format json' prints it (confirmed with the\n"
+        "                          agencies): each signer key's agency and validity\n"
+        "      --agency-key ID=KEY check-export: key KEY (ed25519:... or a file) is agency\n"
+        "                          ID's, valid at any time; repeatable\n"
         "  -t, --timeout MS        give up when the broker is silent this long\n" CLI_IDENTITY_HELP
         "  -h, --help              show this help\n"
         "\n"
@@ -89,12 +98,17 @@ enum {
     OPT_LOG_KEY,
     OPT_SINCE_CP,
     OPT_MAX_PROBLEMS,
+    OPT_REGISTRY,
+    OPT_AGENCY_KEY,
 };
 
 typedef struct aopts {
     const char *broker, *data, *log_key, *since_cp;
     const char *checkpoints[2];
     int ncheckpoints;
+    const char *registry;
+    const char **agency_keys; /* argv pointers */
+    int nagency_keys;
     bool fresh, json, has_size;
     uint64_t size, max_problems;
     kabar_client_opts copts;
@@ -114,6 +128,8 @@ static int parse(int argc, char **argv, aopts *o)
         {"log-key", required_argument, NULL, OPT_LOG_KEY},
         {"since-checkpoint", required_argument, NULL, OPT_SINCE_CP},
         {"max-problems", required_argument, NULL, OPT_MAX_PROBLEMS},
+        {"registry", required_argument, NULL, OPT_REGISTRY},
+        {"agency-key", required_argument, NULL, OPT_AGENCY_KEY},
         {"timeout", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         CLI_IDENTITY_LONGOPTS,
@@ -161,6 +177,17 @@ static int parse(int argc, char **argv, aopts *o)
         case OPT_MAX_PROBLEMS:
             if (!cli_parse_u64(CMD, "--max-problems", optarg, 1, &o->max_problems))
                 return CLI_USAGE;
+            break;
+        case OPT_REGISTRY:
+            if (o->registry != NULL)
+                return cli_usage_error(CMD, "--registry: at most one");
+            o->registry = optarg;
+            break;
+        case OPT_AGENCY_KEY:
+            if (o->agency_keys == NULL &&
+                (o->agency_keys = calloc((size_t)argc, sizeof *o->agency_keys)) == NULL)
+                return cli_error(CMD, "out of memory");
+            o->agency_keys[o->nagency_keys++] = optarg;
             break;
         case 't':
             if (!cli_parse_int(CMD, "--timeout", optarg, 1, 3600000, &o->copts.timeout_ms))
@@ -556,6 +583,25 @@ done:
     return code;
 }
 
+/* The auditor's registry: --registry FILE and every --agency-key. */
+static int load_registry(const aopts *o, audit_registry *reg)
+{
+    kabar_error err = {0};
+    kabar_buf b = {0};
+    int code = CLI_OK;
+    if (o->registry != NULL) {
+        if (audit_read_file(o->registry, &b, &err) != 0)
+            code = cli_fail(CMD, &err);
+        else if (audit_registry_load(reg, b.data, b.len, o->registry, &err) != 0)
+            code = cli_error(CMD, "--registry %s", err.message);
+    }
+    for (int i = 0; code == CLI_OK && i < o->nagency_keys; i++)
+        if (audit_registry_add_spec(reg, o->agency_keys[i], &err) != 0)
+            code = cli_usage_error(CMD, "%s", err.message);
+    kabar_buf_free(&b);
+    return code;
+}
+
 static int do_check_export(const aopts *o)
 {
     if (o->nargs != 1)
@@ -569,26 +615,40 @@ static int do_check_export(const aopts *o)
     if (key == NULL)
         return cli_usage_error(CMD, "check-export needs --log-key KEY (the broker's "
                                     "DATA/broker.vkey or broker.pub)");
+    audit_registry reg = {0};
+    bool has_reg = o->registry != NULL || o->nagency_keys > 0;
+    int code = load_registry(o, &reg);
+    if (code != CLI_OK)
+        return code;
     kabar_buf b = {0};
     kabar_error err = {0};
     audit_export_summary sum;
-    int code = CLI_OK;
     if (audit_read_file(o->args[0], &b, &err) != 0)
         code = cli_fail(CMD, &err);
-    else if (audit_export_check(b.data, b.len, key, stdout, &sum, &err) != 0)
+    else if (audit_export_check(b.data, b.len, key, has_reg ? &reg : NULL, stdout, &sum, &err) != 0)
         code = cli_error(CMD, "%s: %s", o->args[0], err.message);
     else if (sum.problems > 0) {
         fprintf(stderr, "kabar audit check-export: FAILED: %" PRIu64 " problem%s\n", sum.problems,
                 sum.problems == 1 ? "" : "s");
         code = CLI_FAIL;
+    } else if (has_reg) {
+        printf("ok: %" PRIu64 " matching events in seqs %" PRIu64 "-%" PRIu64 " (%" PRIu64
+               " records) under the checkpoint of size %" PRIu64 "; %" PRIu64
+               " signatures verified (signer key of the event's source agency and valid when "
+               "received, per the registry you gave), %" PRIu64 " matching events unsigned\n",
+               sum.matching, sum.first, sum.last, sum.records, sum.size, sum.signatures,
+               sum.unsigned_matching);
     } else {
         printf("ok: %" PRIu64 " matching events in seqs %" PRIu64 "-%" PRIu64 " (%" PRIu64
                " records) under the checkpoint of size %" PRIu64 "; %" PRIu64
-               " signatures verified, %" PRIu64 " matching events unsigned\n",
-               sum.matching, sum.first, sum.last, sum.records, sum.size, sum.signatures,
-               sum.unsigned_matching);
+               " matching events unsigned; agency signatures NOT VERIFIED: %" PRIu64
+               " batch signatures are valid, but whose keys made them is only the exporter's "
+               "word (give --registry FILE or --agency-key ID=KEY)\n",
+               sum.matching, sum.first, sum.last, sum.records, sum.size, sum.unsigned_matching,
+               sum.signatures_unverified);
     }
     kabar_buf_free(&b);
+    audit_registry_free(&reg);
     if (cli_flush(CMD) != 0)
         code = CLI_USAGE;
     return code;
@@ -615,12 +675,17 @@ int cmd_audit(int argc, char **argv)
             continue;
         aopts o;
         int code = parse(argc - 1, argv + 1, &o);
-        if (code == -1)
-            return CLI_OK;
-        if (code != CLI_OK)
-            return code;
-        cli_signals();
-        return subs[i].fn(&o);
+        if (code == CLI_OK && subs[i].fn != do_check_export &&
+            (o.registry != NULL || o.nagency_keys > 0))
+            code = cli_usage_error(CMD, "--registry and --agency-key are for check-export");
+        if (code == CLI_OK) {
+            cli_signals();
+            code = subs[i].fn(&o);
+        } else if (code == -1) {
+            code = CLI_OK;
+        }
+        free(o.agency_keys);
+        return code;
     }
     return cli_usage_error(CMD,
                            "unknown command \"%s\" (checkpoint, prove, consistency, "

@@ -58,7 +58,11 @@ static void usage(FILE *f)
             "      --verify       also show who signed each event and whether its batch\n"
             "                     signature verifies: JSON fields signature (\"valid\",\n"
             "                     \"unsigned\" or \"invalid: WHY\"), key_id, agency; CSV columns\n"
-            "                     key_id,agency,signature (online: an auditor's --key)\n"
+            "                     key_id,agency,signature (online: an auditor's --key);\n"
+            "                     whose key is whose comes from the registry the log holds\n"
+            "                     (the operator's word: to check against a registry you\n"
+            "                     trust, use --with-proof and 'kabar audit check-export\n"
+            "                     --registry FILE')\n"
             "      --with-proof FILE  write a verifiable export of the selection to FILE (- for\n"
             "                     stdout) instead: every record of the covered seq range, a\n"
             "                     range proof under a signed checkpoint and the signatures;\n"
@@ -698,6 +702,13 @@ int cmd_replay(int argc, char **argv)
         r.sig.src = &src;
     }
     code = CLI_OK;
+    if (r.verify)
+        fprintf(stderr,
+                "kabar replay: --verify checks each signer against the registry %s (the "
+                "operator's statement of which key is which agency's); to check against a "
+                "registry you confirmed with the agencies, export with --with-proof and run "
+                "'kabar audit check-export --registry FILE'\n",
+                data ? "stored in the log" : "the broker serves");
     cli_signals();
     cli_stdout_buffered();
     if (r.format == FMT_CSV)
