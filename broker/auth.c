@@ -159,6 +159,15 @@ int auth_load(auth *a, store_reader *rd, kabar_error *err)
     return 0;
 }
 
+void auth_clear(auth *a)
+{
+    free_cache(a->keys, a->by_uid, a->by_pk, a->by_curve);
+    a->keys = NULL;
+    a->by_uid = a->by_pk = a->by_curve = NULL;
+    a->n = 0;
+    a->mask = 0;
+}
+
 size_t auth_count(const auth *a)
 {
     return a->n;

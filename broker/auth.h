@@ -74,6 +74,15 @@ void auth_destroy(auth **a);
  */
 int auth_load(auth *a, store_reader *rd, kabar_error *err);
 
+/*
+ * Empty the cache: nobody is known, so no handshake is admitted and every
+ * message of a connected peer is refused UNKNOWN_KEY. What kabard does when
+ * a registry change was stored but the cache could not be reloaded (fail
+ * closed: the old cache could still admit a key just revoked), until a
+ * later auth_load succeeds. The refusal and handshake counts are kept.
+ */
+void auth_clear(auth *a);
+
 /* Keys in the cache, and how many are valid at `now` (ns). */
 size_t auth_count(const auth *a);
 size_t auth_count_valid(const auth *a, int64_t now);

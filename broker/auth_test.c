@@ -218,6 +218,16 @@ static void test_cache(void **state)
     assert_int_equal(auth_load(f->a, f->rd, &e), 0);
     assert_false(auth_valid(auth_by_user_id(f->a, uid, strlen(uid)), now));
     assert_int_equal(auth_count_valid(f->a, now), 1);
+
+    /* Fail closed: an emptied cache knows nobody, until a reload. */
+    auth_clear(f->a);
+    assert_int_equal(auth_count(f->a), 0);
+    assert_int_equal(auth_count_valid(f->a, now), 0);
+    assert_null(auth_by_pk(f->a, f->pk[2]));
+    assert_null(auth_by_curve(f->a, curve));
+    assert_null(auth_by_user_id(f->a, uid, strlen(uid)));
+    assert_int_equal(auth_load(f->a, f->rd, &e), 0);
+    assert_non_null(auth_by_pk(f->a, f->pk[2]));
 }
 
 /* One ZAP request through a REQ socket; returns the status code frame as text. */

@@ -15,6 +15,7 @@
 
 #include <msgpack.h>
 
+#include "klog.h"
 #include "kkey.h"
 #include "merkle.h"
 #include "mpr.h"
@@ -280,11 +281,63 @@ static int m_list(calls_env *env, msgpack_packer *pk, kabar_buf *out, uint64_t r
     return store_agency_each(env->rd, list_one, &x, err);
 }
 
-/* After a registry write: see it, and reload the cache. */
+bool calls_changes_registry(const char *method, size_t len)
+{
+    static const char *const changes[] = {"agency.add", "agency.revoke_key", "agency.rotate_key"};
+    for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++)
+        if (len == strlen(changes[i]) && memcmp(method, changes[i], len) == 0)
+            return true;
+    return false;
+}
+
+int calls_change_time(calls_env *env, int64_t *at, kabar_error *err)
+{
+    *at = env->now;
+    uint64_t head = store_reader_head(env->rd);
+    if (head == 0)
+        return 0;
+    store_record rec;
+    int rc = store_get(env->rd, head, &rec, err);
+    if (rc != 0)
+        return rc;
+    if (rec.received_at < INT64_MAX && rec.received_at + 1 > *at)
+        *at = rec.received_at + 1;
+    return 0;
+}
+
+/*
+ * After a registry write: see it, and reload the cache. When the reload
+ * fails the cache is emptied (fail closed) and the failure logged; the
+ * server retries (env->reload_failed).
+ */
 static int reload(calls_env *env, kabar_error *err)
 {
-    int rc = store_reader_refresh(env->rd, err);
-    return rc ? rc : auth_load(env->au, env->rd, err);
+    kabar_error e;
+    int rc = store_reader_refresh(env->rd, &e);
+    rc = rc ? rc : auth_load(env->au, env->rd, &e);
+    if (rc == 0)
+        return 0;
+    auth_clear(env->au);
+    env->reload_failed = true;
+    klog(KLOG_ERROR, "KABARD-REGISTRY-FAIL",
+         "a registry change was stored but the registry cannot be reloaded: %s: %s; nobody is "
+         "admitted until it can be (kabard retries every second)",
+         kabar_errname(rc), e.message);
+    return kabar_error_set(err, rc,
+                           "the change is stored, but kabard cannot reload its registry (%s): "
+                           "nobody is admitted until it can; see the broker's log",
+                           e.message);
+}
+
+/* Store one registry change (one transaction), then reload the cache. */
+static int apply(calls_env *env, const store_agency *a, const store_key *keys, size_t n, int64_t at,
+                 kabar_error *err)
+{
+    int rc = store_registry_apply(env->st, a, keys, n, err);
+    if (rc != 0)
+        return rc;
+    env->changed_at = at;
+    return reload(env, err);
 }
 
 static int key_free(calls_env *env, const uint8_t pk[32], kabar_error *err)
@@ -301,12 +354,13 @@ static int key_free(calls_env *env, const uint8_t pk[32], kabar_error *err)
                            id, k.agency);
 }
 
-static int add_key(calls_env *env, const char *agency, const uint8_t pk[32], kabar_error *err)
+/* A new key of `agency`, valid from `at`. */
+static store_key new_key(const char *agency, const uint8_t pk[32], int64_t at)
 {
-    store_key k = {.valid_from = env->now, .revoked_at = INT64_MAX};
+    store_key k = {.valid_from = at, .revoked_at = INT64_MAX};
     memcpy(k.pk, pk, 32);
     snprintf(k.agency, sizeof k.agency, "%s", agency);
-    return store_key_put(env->st, &k, err);
+    return k;
 }
 
 static int m_add(calls_env *env, param *ps, size_t n, msgpack_packer *pk, kabar_buf *out,
@@ -335,29 +389,32 @@ static int m_add(calls_env *env, param *ps, size_t n, msgpack_packer *pk, kabar_
         return kabar_error_set(err, KABAR_BAD_VALUE,
                                "agency %s is already registered: add a key with agency.rotate_key",
                                a.id);
-    if ((rc = key_free(env, key, err)) != 0 || (rc = store_agency_put(env->st, &a, err)) != 0 ||
-        (rc = add_key(env, a.id, key, err)) != 0 || (rc = reload(env, err)) != 0)
+    int64_t at;
+    if ((rc = key_free(env, key, err)) != 0 || (rc = calls_change_time(env, &at, err)) != 0)
+        return rc;
+    store_key k = new_key(a.id, key, at);
+    a.created_at = at;
+    if ((rc = apply(env, &a, &k, 1, at, err)) != 0)
         return rc;
     rc = begin(pk, out, req, 1);
     rc = rc ? rc : pk_str(pk, "id") || pk_str(pk, a.id);
     return no_mem(rc, err);
 }
 
-/* Revoke `pk` of agency `id` at `at`: it must be the agency's and valid. */
-static int revoke(calls_env *env, const char *id, const uint8_t pk[32], int64_t at,
-                  kabar_error *err)
+/* `pk` of agency `id` as stored, revoked at `at`: it must be the agency's and valid. */
+static int revoked_key(calls_env *env, const char *id, const uint8_t pk[32], int64_t at,
+                       const char *what, store_key *k, kabar_error *err)
 {
-    store_key k;
     char kid[KKEY_ID_TEXT];
     kkey_id_text(pk, kid);
-    if (store_key_get(env->rd, pk, &k, err) != 0 || strcmp(k.agency, id) != 0)
-        return kabar_error_set(err, KABAR_NOT_FOUND, "agency %s has no key %s (see agency.show)",
-                               id, kid);
-    if (k.revoked_at != INT64_MAX)
-        return kabar_error_set(err, KABAR_BAD_VALUE, "key %s of agency %s is already revoked", kid,
-                               id);
-    k.revoked_at = at < k.valid_from ? k.valid_from : at;
-    return store_key_put(env->st, &k, err);
+    if (store_key_get(env->rd, pk, k, err) != 0 || strcmp(k->agency, id) != 0)
+        return kabar_error_set(err, KABAR_NOT_FOUND,
+                               "%s: agency %s has no key %s (see agency.show)", what, id, kid);
+    if (k->revoked_at != INT64_MAX)
+        return kabar_error_set(err, KABAR_BAD_VALUE, "%s: key %s of agency %s is already revoked",
+                               what, kid, id);
+    k->revoked_at = at < k->valid_from ? k->valid_from : at;
+    return 0;
 }
 
 static int m_revoke(calls_env *env, param *ps, size_t n, msgpack_packer *pk, kabar_buf *out,
@@ -365,10 +422,13 @@ static int m_revoke(calls_env *env, param *ps, size_t n, msgpack_packer *pk, kab
 {
     char id[KABAR_MAX_AGENCY_LEN + 1];
     uint8_t key[32];
+    store_key k;
+    int64_t at = 0;
     int rc = p_str(ps, n, "id", id, sizeof id, false, err);
     rc = rc ? rc : p_key(ps, n, "key", key, NULL, err);
-    rc = rc ? rc : revoke(env, id, key, env->now, err);
-    rc = rc ? rc : reload(env, err);
+    rc = rc ? rc : calls_change_time(env, &at, err);
+    rc = rc ? rc : revoked_key(env, id, key, at, "params.key", &k, err);
+    rc = rc ? rc : apply(env, NULL, &k, 1, at, err);
     return rc ? rc : result_agency(env, pk, out, req, id, err);
 }
 
@@ -379,6 +439,7 @@ static int m_rotate(calls_env *env, param *ps, size_t n, msgpack_packer *pk, kab
     uint8_t key[32], old[32];
     bool has_old = false;
     store_agency a;
+    int64_t at = 0;
     int rc = p_str(ps, n, "id", id, sizeof id, false, err);
     rc = rc ? rc : p_key(ps, n, "key", key, NULL, err);
     rc = rc ? rc : p_key(ps, n, "old", old, &has_old, err);
@@ -387,42 +448,47 @@ static int m_rotate(calls_env *env, param *ps, size_t n, msgpack_packer *pk, kab
     if (store_agency_get(env->rd, id, &a, err) != 0)
         return kabar_error_set(err, KABAR_NOT_FOUND,
                                "no agency %s in the registry (add it with agency.add)", id);
-    if (has_old) { /* check before writing anything */
-        store_key k;
-        if (store_key_get(env->rd, old, &k, err) != 0 || strcmp(k.agency, id) != 0 ||
-            k.revoked_at != INT64_MAX)
-            return kabar_error_set(err, KABAR_NOT_FOUND,
-                                   "params.old: not a valid key of agency %s (see agency.show)",
-                                   id);
-    }
-    if ((rc = key_free(env, key, err)) != 0 || (rc = add_key(env, id, key, err)) != 0)
+    if ((rc = key_free(env, key, err)) != 0 || (rc = calls_change_time(env, &at, err)) != 0)
         return rc;
-    if (has_old && (rc = revoke(env, id, old, env->now, err)) != 0)
+    store_key keys[2] = {new_key(id, key, at)};
+    if (has_old && (rc = revoked_key(env, id, old, at, "params.old", &keys[1], err)) != 0)
         return rc;
-    return (rc = reload(env, err)) != 0 ? rc : result_agency(env, pk, out, req, id, err);
+    if ((rc = apply(env, NULL, keys, has_old ? 2 : 1, at, err)) != 0)
+        return rc;
+    return result_agency(env, pk, out, req, id, err);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Audit                                                                    */
 
+/*
+ * {"new": true} makes a checkpoint of the head first, at most one per
+ * CKPT_DEMAND_MS for everybody (ckpt_demand_take); otherwise, or within
+ * that time, the latest stored one is returned. "fresh" says whether the
+ * note returned is of the tree at the head now.
+ */
 static int m_checkpoint(calls_env *env, param *ps, size_t n, msgpack_packer *pk, kabar_buf *out,
                         uint64_t req, kabar_error *err)
 {
     param *p = find(ps, n, "new");
-    bool fresh = p != NULL && p->set && p->it.kind == MPR_BOOL && p->it.b;
+    bool want = p != NULL && p->set && p->it.kind == MPR_BOOL && p->it.b;
     kabar_buf note = {0};
-    uint64_t size = 0;
+    uint64_t size = 0, head = store_reader_head(env->rd);
     int rc;
-    if (fresh && store_reader_head(env->rd) > ckpt_last_size(env->ck)) {
+    if (want && head > ckpt_last_size(env->ck) && ckpt_demand_take(env->ck, env->mono_ms)) {
         rc = ckpt_make(env->ck, env->st, env->rd, env->mono_ms, &note, &size, err);
         rc = rc ? rc : store_reader_refresh(env->rd, err); /* later calls see it */
     } else if ((rc = store_reader_refresh(env->rd, err)) == 0)
         rc = store_checkpoint_get(env->rd, 0, &note, &size, err);
     if (rc == KABAR_NOT_FOUND)
-        rc = kabar_error_set(err, KABAR_NOT_FOUND, "no checkpoint yet: the log is empty%s",
-                             fresh ? "" : " or none was made (ask with {\"new\": true})");
+        rc = kabar_error_set(err, KABAR_NOT_FOUND, "no checkpoint yet: %s",
+                             head == 0 ? "the log is empty"
+                             : want    ? "one was asked for less than a second ago; ask again"
+                                       : "none was made (ask with {\"new\": true})");
     if (rc == 0) {
-        rc = begin(pk, out, req, 2);
+        rc = begin(pk, out, req, 3);
+        rc = rc ? rc : pk_str(pk, "fresh");
+        rc = rc ? rc : size >= head ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
         rc = rc ? rc : pk_str(pk, "note") || msgpack_pack_str_with_body(pk, note.data, note.len);
         rc = rc ? rc : pk_str(pk, "size") || msgpack_pack_uint64(pk, size);
         rc = no_mem(rc, err);

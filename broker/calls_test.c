@@ -27,6 +27,8 @@ typedef struct fixture {
     kkey broker;
     kabar_buf out, params;
     msgpack_unpacked res;
+    int64_t mono_ms; /* the calls' monotonic clock */
+    calls_env last;  /* the environment of the last call, with its outputs */
 } fixture;
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -76,9 +78,11 @@ static int call(fixture *f, const auth_principal *who, const char *method, kabar
                      .ck = f->ck,
                      .who = who,
                      .secure = who->role != AUTH_ANONYMOUS,
-                     .now = kabar_now()};
+                     .now = kabar_now(),
+                     .mono_ms = f->mono_ms};
     int rc = calls_run(&env, 9, method, strlen(method), (const uint8_t *)f->params.data,
                        f->params.len, &f->out, e);
+    f->last = env;
     f->params.len = 0;
     if (rc == 0) {
         assert_int_equal(msgpack_unpack_next(&f->res, f->out.data, f->out.len, NULL),
@@ -231,6 +235,165 @@ static void test_checkpoint(void **state)
     assert_memory_equal(vkey, "kabar.test/log+", 15);
 }
 
+/* Store one event of `source` received at `at` (ns), as a commit of kabard would. */
+static void put_event(fixture *f, const char *source, const char *id, int64_t at)
+{
+    kabar_event ev = {.id = {id, (uint32_t)strlen(id)},
+                      .type = {"attendance.reported", 19},
+                      .v = 1,
+                      .source = {source, (uint32_t)strlen(source)}};
+    store_entry en = {.ev = &ev, .bytes = (const uint8_t *)id, .len = strlen(id)};
+    kabar_error e;
+    assert_int_equal(store_write(f->st, &en, 1, NULL, 0, at, &e), 0);
+    assert_false(en.duplicate);
+    assert_int_equal(store_reader_refresh(f->rd, &e), 0);
+}
+
+static void params_rotate(fixture *f, const char *id, const uint8_t key[32], const uint8_t *old)
+{
+    msgpack_packer pk;
+    f->params.len = 0;
+    wire_packer_init(&pk, &f->params);
+    msgpack_pack_map(&pk, old ? 3 : 2);
+    pk_str(&pk, "id"), pk_str(&pk, id);
+    pk_str(&pk, "key"), pk_bin(&pk, key, 32);
+    if (old != NULL)
+        pk_str(&pk, "old"), pk_bin(&pk, old, 32);
+}
+
+/*
+ * A registry change takes effect strictly after every event already in the
+ * log was received, even when the caller's clock is behind the log's: so a
+ * revoked key's stored events were all received while it was valid, and a
+ * new key is valid from before any event it will sign (kabar audit verify).
+ */
+static void test_change_after_every_received_event(void **state)
+{
+    fixture *f = *state;
+    kabar_error e;
+    uint8_t pk[3][32], sk[64];
+    for (int i = 0; i < 3; i++)
+        crypto_sign_keypair(pk[i], sk);
+    auth_principal admin = {.agency = "kominfo", .role = AUTH_ADMIN, .user_id = "kominfo/x"};
+    params_agency(f, "dinkes", "agent", pk[0]);
+    assert_int_equal(call(f, &admin, "agency.add", &e), 0);
+    store_key k0, k1, k2;
+    assert_int_equal(store_key_get(f->rd, pk[0], &k0, &e), 0);
+    assert_true(f->last.changed_at == k0.valid_from);
+    assert_false(f->last.reload_failed);
+
+    /* The last event was received 10 s "ahead" of the caller's clock. */
+    int64_t received = kabar_now() + 10 * 1000000000LL;
+    put_event(f, "dinkes", "ev-1", received);
+
+    params_rotate(f, "dinkes", pk[1], pk[0]);
+    assert_int_equal(call(f, &admin, "agency.rotate_key", &e), 0);
+    assert_int_equal(store_key_get(f->rd, pk[0], &k0, &e), 0);
+    assert_int_equal(store_key_get(f->rd, pk[1], &k1, &e), 0);
+    assert_true(k0.revoked_at > received);
+    assert_true(k1.valid_from == k0.revoked_at);
+    assert_true(f->last.changed_at == k0.revoked_at);
+
+    /* A plain revocation and a new agency's key, the same. */
+    put_event(f, "dinkes", "ev-2", received + 5);
+    params_agency(f, "dinkes", NULL, pk[1]);
+    assert_int_equal(call(f, &admin, "agency.revoke_key", &e), 0);
+    assert_int_equal(store_key_get(f->rd, pk[1], &k1, &e), 0);
+    assert_true(k1.revoked_at > received + 5);
+    params_agency(f, "disdik", "agent", pk[2]);
+    assert_int_equal(call(f, &admin, "agency.add", &e), 0);
+    assert_int_equal(store_key_get(f->rd, pk[2], &k2, &e), 0);
+    assert_true(k2.valid_from > received + 5);
+}
+
+/* One registry change is one transaction: a failure stores none of it. */
+static void test_registry_change_is_atomic(void **state)
+{
+    fixture *f = *state;
+    kabar_error e;
+    uint8_t pk[3][32], sk[64];
+    for (int i = 0; i < 3; i++)
+        crypto_sign_keypair(pk[i], sk);
+    int64_t now = kabar_now();
+    store_agency dinkes = {.id = "dinkes", .name = "Dinas Kesehatan", .role = "agent"};
+    store_key k0 = {.agency = "dinkes", .valid_from = now, .revoked_at = INT64_MAX};
+    memcpy(k0.pk, pk[0], 32);
+    assert_int_equal(store_registry_apply(f->st, &dinkes, &k0, 1, &e), 0);
+
+    /* An agency whose second key cannot be stored (it is dinkes'): nothing of it. */
+    store_agency disdik = {.id = "disdik", .name = "Dinas Pendidikan", .role = "agent"};
+    store_key ks[2] = {{.agency = "disdik", .valid_from = now, .revoked_at = INT64_MAX},
+                       {.agency = "disdik", .valid_from = now, .revoked_at = INT64_MAX}};
+    memcpy(ks[0].pk, pk[1], 32);
+    memcpy(ks[1].pk, pk[0], 32);
+    assert_int_equal(store_registry_apply(f->st, &disdik, ks, 2, &e), KABAR_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.message, "another agency"));
+    assert_int_equal(store_reader_refresh(f->rd, &e), 0);
+    store_agency a;
+    store_key k;
+    assert_int_equal(store_agency_get(f->rd, "disdik", &a, &e), KABAR_NOT_FOUND);
+    assert_int_equal(store_key_get(f->rd, pk[1], &k, &e), KABAR_NOT_FOUND);
+
+    /* A rotation whose revocation fails (already revoked at another time) adds no key. */
+    k0.revoked_at = now + 1;
+    assert_int_equal(store_key_put(f->st, &k0, &e), 0);
+    store_key rot[2] = {{.agency = "dinkes", .valid_from = now + 2, .revoked_at = INT64_MAX}, k0};
+    memcpy(rot[0].pk, pk[2], 32);
+    rot[1].revoked_at = now + 2;
+    assert_int_equal(store_registry_apply(f->st, NULL, rot, 2, &e), KABAR_INVALID_ARGUMENT);
+    assert_int_equal(store_reader_refresh(f->rd, &e), 0);
+    assert_int_equal(store_key_get(f->rd, pk[2], &k, &e), KABAR_NOT_FOUND);
+
+    /* Checked before anything is written: the same key twice, nothing to do. */
+    store_key twice[2] = {rot[0], rot[0]};
+    assert_int_equal(store_registry_apply(f->st, NULL, twice, 2, &e), KABAR_INVALID_ARGUMENT);
+    assert_int_equal(store_registry_apply(f->st, NULL, NULL, 0, &e), KABAR_INVALID_ARGUMENT);
+    /* And a good one is stored whole. */
+    rot[1].revoked_at = now + 1;
+    assert_int_equal(store_registry_apply(f->st, NULL, rot, 2, &e), 0);
+    assert_int_equal(store_reader_refresh(f->rd, &e), 0);
+    assert_int_equal(store_key_get(f->rd, pk[2], &k, &e), 0);
+}
+
+/* audit.checkpoint {"new": true}: at most one a second for everybody; "fresh" says which. */
+static void test_checkpoint_rate_limit(void **state)
+{
+    fixture *f = *state;
+    kabar_error e;
+    auth_principal agent = {.agency = "dinkes", .role = AUTH_AGENT};
+    msgpack_packer pk;
+    put_event(f, "dinkes", "ev-1", kabar_now());
+    f->mono_ms = 5000;
+    wire_packer_init(&pk, &f->params);
+    msgpack_pack_map(&pk, 1), pk_str(&pk, "new"), msgpack_pack_true(&pk);
+    assert_int_equal(call(f, &agent, "audit.checkpoint", &e), 0);
+    assert_true(get(f, "fresh")->via.boolean);
+    assert_int_equal(get(f, "size")->via.u64, 1);
+
+    put_event(f, "dinkes", "ev-2", kabar_now());
+    f->mono_ms = 5999;
+    wire_packer_init(&pk, &f->params);
+    msgpack_pack_map(&pk, 1), pk_str(&pk, "new"), msgpack_pack_true(&pk);
+    assert_int_equal(call(f, &agent, "audit.checkpoint", &e), 0);
+    assert_false(get(f, "fresh")->via.boolean); /* the latest, not of the head */
+    assert_int_equal(get(f, "size")->via.u64, 1);
+    /* Not asking for a new one: the latest, not fresh either. */
+    assert_int_equal(call(f, &agent, "audit.checkpoint", &e), 0);
+    assert_false(get(f, "fresh")->via.boolean);
+
+    f->mono_ms = 6000;
+    wire_packer_init(&pk, &f->params);
+    msgpack_pack_map(&pk, 1), pk_str(&pk, "new"), msgpack_pack_true(&pk);
+    assert_int_equal(call(f, &agent, "audit.checkpoint", &e), 0);
+    assert_true(get(f, "fresh")->via.boolean);
+    assert_int_equal(get(f, "size")->via.u64, 2);
+    /* Nothing new since: the latest is of the head, so fresh, and none is made. */
+    f->mono_ms = 6001;
+    assert_int_equal(call(f, &agent, "audit.checkpoint", &e), 0);
+    assert_true(get(f, "fresh")->via.boolean);
+    assert_int_equal(get(f, "size")->via.u64, 2);
+}
+
 static void test_policy(void **state)
 {
     /* Nothing new: never due. */
@@ -251,6 +414,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_whoami, setup, teardown),
         cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_change_after_every_received_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_change_is_atomic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_rate_limit, setup, teardown),
         cmocka_unit_test(test_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,6 +16,8 @@ struct ckpt {
     uint64_t events;
     uint64_t last_size;
     int64_t last_ms;
+    int64_t demand_ms; /* when the last on-demand checkpoint was taken */
+    bool demanded;     /* one was */
     kabar_buf note;
 };
 
@@ -72,6 +74,15 @@ bool ckpt_policy_due(uint64_t last_size, int64_t last_ms, uint64_t head, int64_t
 bool ckpt_due(const ckpt *c, uint64_t head, int64_t now_ms)
 {
     return ckpt_policy_due(c->last_size, c->last_ms, head, now_ms, c->interval_ms, c->events);
+}
+
+bool ckpt_demand_take(ckpt *c, int64_t now_ms)
+{
+    if (c->demanded && now_ms - c->demand_ms < CKPT_DEMAND_MS && now_ms >= c->demand_ms)
+        return false;
+    c->demanded = true;
+    c->demand_ms = now_ms;
+    return true;
 }
 
 uint64_t ckpt_last_size(const ckpt *c)

@@ -10,7 +10,11 @@
  *
  * Policy: one is due when the tree grew since the last and either
  * `interval_ms` passed or `events` events were added since; kabard also
- * makes one at a clean stop and on demand (CALL audit.checkpoint).
+ * makes one at a clean stop and on demand (CALL audit.checkpoint). Any
+ * principal may ask for one, and each costs a signature and an fsync, so
+ * on-demand checkpoints are rate-limited: at most one per CKPT_DEMAND_MS
+ * for all callers together (ckpt_demand_take); a request within that time
+ * gets the latest checkpoint instead.
  */
 #ifndef KABARD_CKPT_H
 #define KABARD_CKPT_H
@@ -42,6 +46,14 @@ bool ckpt_policy_due(uint64_t last_size, int64_t last_ms, uint64_t head, int64_t
                      int64_t interval_ms, uint64_t events);
 /* ckpt_policy_due with this checkpointer's state and settings. */
 bool ckpt_due(const ckpt *c, uint64_t head, int64_t now_ms);
+/*
+ * An on-demand checkpoint may be made at now_ms (monotonic): true, and the
+ * next one may be made CKPT_DEMAND_MS later, when none was taken in the
+ * last CKPT_DEMAND_MS; false otherwise.
+ */
+#define CKPT_DEMAND_MS 1000
+bool ckpt_demand_take(ckpt *c, int64_t now_ms);
+
 /* The size of the last checkpoint made or found (0: none). */
 uint64_t ckpt_last_size(const ckpt *c);
 

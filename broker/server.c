@@ -44,6 +44,24 @@
  * size: every event frame is hashed once (the batch tree's leaf), the root
  * is checked against the signature, and the leaves go to the store with
  * the entries (store_sigbatch), which keeps them as the batch's proof.
+ *
+ * Registry changes (CALL agency.add / revoke_key / rotate_key). Events are
+ * checked against the keys at sv->now, the start of the read phase, but
+ * get their received_at at the commit, later. A revocation made in the
+ * read phase after a PUB of that key was checked would be stamped before
+ * that PUB's received_at, and `kabar audit verify` would report those
+ * events for ever. So a registry-changing CALL that arrives while the turn
+ * holds events ends the read phase and waits (sv->deferred) until those
+ * events are committed and acked; it then runs at calls_change_time,
+ * strictly after every received_at in the log. From then on server_now
+ * never goes below that time (sv->clock_min), so no later event is
+ * received, and no key checked, before the change, even if the wall clock
+ * steps back: a new key's valid_from is at or before the received_at of
+ * every event it signs, and a revoked key's events are all received before
+ * its revoked_at. After the change the subscriptions of every peer whose
+ * key is no longer valid end at once (server_registry_changed), before the
+ * relay of the turn: a revoked subscriber gets nothing more even if it
+ * stays silent.
  */
 #include "server_internal.h"
 
@@ -55,6 +73,7 @@
 #include <time.h>
 
 #include "batchsig.h"
+#include "calls.h"
 #include "klog.h"
 #include "merkle.h"
 
@@ -251,6 +270,8 @@ void server_destroy(server **svp)
         zmq_close(sv->zap);
     if (sv->ctx != NULL)
         zmq_ctx_term(sv->ctx);
+    if (sv->deferred)
+        zmq_msg_close(&sv->deferred_hdr);
     ckpt_destroy(&sv->ck);
     auth_destroy(&sv->au);
     store_reader_close(&sv->rd);
@@ -268,6 +289,47 @@ void server_destroy(server **svp)
     kabar_buf_free(&sv->out);
     free(sv);
     *svp = NULL;
+}
+
+int64_t server_now(const server *sv)
+{
+    int64_t t = kabar_now();
+    return t < sv->clock_min ? sv->clock_min : t;
+}
+
+static bool peer_key_gone(void *arg, const peer *p)
+{
+    server *sv = arg;
+    const auth_principal *who = auth_by_user_id(sv->au, p->user_id, strlen(p->user_id));
+    if (who != NULL && auth_valid(who, sv->now) && who->role != AUTH_NONE)
+        return false;
+    char hex[40];
+    klog(KLOG_INFO, "KABARD-KEY-GONE",
+         "peer %s (%s): its key is no longer valid; its %u subscriptions end now",
+         server_hex_rid(p->rid, p->rid_len, hex), p->user_id[0] ? p->user_id : "no key", p->nsubs);
+    return true;
+}
+
+static void sub_key_gone(void *arg, const peer *p, const sub *s)
+{
+    server *sv = arg;
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "subscription %" PRIu64 " ended: your key is no longer valid (revoked); ask the "
+             "operator",
+             s->id);
+    if (wire_enc_err(&sv->out, s->id, KABAR_UNKNOWN_KEY, msg) == 0)
+        server_send_hdr(sv, p, &sv->out);
+}
+
+void server_registry_changed(server *sv, int64_t at)
+{
+    if (at > sv->clock_min)
+        sv->clock_min = at;
+    if (sv->now < sv->clock_min)
+        sv->now = sv->clock_min;
+    if (sv->secure)
+        subs_drop_peers(sv->subs, peer_key_gone, sub_key_gone, sv);
 }
 
 store_reader *server_reader(server *sv)
@@ -529,6 +591,27 @@ static void dispatch(server *sv, peer *p, zmq_msg_t *rid, const wire_header *h,
     }
 }
 
+/* Remember whose key the peer speaks with (its subscriptions end with that key). */
+static void note_user_id(peer *p, zmq_msg_t *m)
+{
+    const char *uid = zmq_msg_gets(m, "User-Id");
+    if (uid == NULL)
+        uid = "";
+    if (strcmp(p->user_id, uid) != 0)
+        snprintf(p->user_id, sizeof p->user_id, "%s", uid);
+}
+
+/* A registry change while the turn holds events waits for their commit. */
+static bool must_wait(server *sv, const wire_header *h)
+{
+    kabar_str method;
+    const uint8_t *params;
+    size_t plen;
+    return h->cmd == WIRE_CALL && sv->nentries > 0 && !has_more(sv) &&
+           wire_call_decode(h, &method, &params, &plen, NULL) == 0 &&
+           calls_changes_registry(method.ptr, method.len);
+}
+
 /* One message: [rid][header][frames...]. */
 static void read_message(server *sv, zmq_msg_t *rid, int64_t now)
 {
@@ -553,22 +636,58 @@ static void read_message(server *sv, zmq_msg_t *rid, int64_t now)
                              KABAR_MAX_HEADER_BYTES);
     else
         rc = wire_header_decode(zmq_msg_data(&hdr), len, &h, &e);
+    if (sv->secure)
+        note_user_id(p, &hdr);
     if (rc != 0) {
         drain(sv);
         server_send_err(sv, p, rc == KABAR_UNKNOWN_COMMAND ? h.id : 0, "header", &e);
+    } else if (must_wait(sv, &h)) {
+        zmq_msg_init(&sv->deferred_hdr);
+        zmq_msg_move(&sv->deferred_hdr, &hdr);
+        memcpy(sv->deferred_rid, zmq_msg_data(rid), zmq_msg_size(rid));
+        sv->deferred_rid_len = zmq_msg_size(rid);
+        sv->deferred = true; /* ends the read phase; run_deferred after the ack */
     } else {
         dispatch(sv, p, rid, &h, principal(sv, &hdr));
     }
     zmq_msg_close(&hdr);
 }
 
+/* A registry-changing CALL after the commit of the turn's events (see the top). */
+static void run_deferred(server *sv)
+{
+    if (!sv->deferred)
+        return;
+    sv->deferred = false;
+    sv->now = server_now(sv);
+    peer *p = subs_peer(sv->subs, sv->deferred_rid, sv->deferred_rid_len, server_mono_ms());
+    wire_header h;
+    memset(&h, 0, sizeof h);
+    kabar_error e;
+    if (p != NULL && wire_header_decode(zmq_msg_data(&sv->deferred_hdr),
+                                        zmq_msg_size(&sv->deferred_hdr), &h, &e) == 0) {
+        const auth_principal *who = principal(sv, &sv->deferred_hdr);
+        if (who == NULL) {
+            while (p->subs != NULL)
+                subs_remove(sv->subs, p->subs);
+            kabar_error_set(&e, KABAR_UNKNOWN_KEY,
+                            "your key is not registered or was revoked; ask the operator");
+            server_refuse(sv, p, &auth_anonymous, h.id, "CALL", &e);
+        } else {
+            query_call(sv, p, &h, who);
+        }
+    }
+    zmq_msg_close(&sv->deferred_hdr);
+}
+
 /* Phase 1. Returns true when it stopped on a cap (more may be waiting). */
 static bool phase_read(server *sv, volatile sig_atomic_t *stop, int *fatal)
 {
     int64_t now = server_mono_ms();
-    sv->now = kabar_now();
+    sv->now = server_now(sv);
     while (!*stop) {
-        if (sv->nslots >= TURN_EVENTS || sv->nmsgs >= TURN_MSGS || sv->nbytes >= TURN_BYTES)
+        if (sv->nslots >= TURN_EVENTS || sv->nmsgs >= TURN_MSGS || sv->nbytes >= TURN_BYTES ||
+            sv->deferred)
             return true;
         zmq_msg_t rid;
         zmq_msg_init(&rid);
@@ -597,8 +716,8 @@ static void phase_commit(server *sv)
     if (sv->nentries == 0 && nup == 0)
         return;
     uint64_t head0 = store_head(sv->st);
-    int rc =
-        store_write(sv->st, sv->entries, sv->nentries, sv->ups, nup, kabar_now(), &sv->commit_err);
+    int rc = store_write(sv->st, sv->entries, sv->nentries, sv->ups, nup, server_now(sv),
+                         &sv->commit_err);
     subs_updates_done(sv->subs, nup, rc == 0);
     if (rc != 0) {
         sv->commit_err.code = rc;
@@ -701,11 +820,31 @@ static void peer_gone(void *arg, const peer *p)
          server_hex_rid(p->rid, p->rid_len, hex), KABAR_PEER_TIMEOUT_MS / 1000, p->nsubs);
 }
 
+/* The registry cache was emptied after a failed reload (fail closed): try again. */
+static void retry_registry(server *sv, int64_t now)
+{
+    if (!sv->registry_stale)
+        return;
+    kabar_error e;
+    sv->rd_stale = true;
+    store_reader *rd = server_reader(sv);
+    if (rd == NULL || auth_load(sv->au, rd, &e) != 0) {
+        klog_limited(&sv->lim_store, now, KLOG_ERROR, "KABARD-REGISTRY-FAIL",
+                     "the registry still cannot be reloaded (%s): nobody is admitted",
+                     rd ? e.message : "the log cannot be read");
+        return;
+    }
+    sv->registry_stale = false;
+    klog(KLOG_WARN, "KABARD-REGISTRY", "registry reloaded after a failure: %zu keys",
+         auth_count(sv->au));
+}
+
 static void phase_timers(server *sv, int64_t now)
 {
     if (now < sv->next_timer_ms)
         return;
     sv->next_timer_ms = now + TIMER_MS;
+    retry_registry(sv, now);
     subs_expire(sv->subs, now, KABAR_PEER_TIMEOUT_MS, peer_gone, sv);
     klog_limit_flush(&sv->lim_bad, now);
     klog_limit_flush(&sv->lim_reject, now);
@@ -738,7 +877,7 @@ static int zap_phase(server *sv)
     int rc;
     if (sv->zap == NULL)
         return 0;
-    int64_t now = kabar_now(), mono = server_mono_ms();
+    int64_t now = server_now(sv), mono = server_mono_ms();
     while ((rc = auth_zap_handle(sv->au, sv->zap, now, mono)) == 1)
         ;
     return rc;
@@ -759,6 +898,7 @@ int server_run(server *sv, volatile sig_atomic_t *stop, kabar_error *err)
         bool capped = phase_read(sv, stop, &fatal);
         phase_commit(sv);
         phase_ack(sv);
+        run_deferred(sv);
         bool more = phase_relay(sv);
         turn_reset(sv);
         int64_t now = server_mono_ms();

@@ -66,7 +66,16 @@ struct server {
     ckpt *ck;
     int64_t started_ms;
     int64_t next_timer_ms;
-    int64_t now; /* wall clock (ns) of the turn: key validity */
+    int64_t now;         /* wall clock (ns) of the turn: key validity (server_now) */
+    int64_t clock_min;   /* server_now is never before this: the last registry change's time */
+    bool registry_stale; /* a registry change is stored but the cache is empty: reload */
+
+    /* A registry-changing CALL that arrived while the turn held events: it
+     * runs after their commit and ack (server.c, "Registry changes"). */
+    bool deferred;
+    zmq_msg_t deferred_hdr;
+    uint8_t deferred_rid[SUBS_RID_MAX];
+    size_t deferred_rid_len;
     server_stats stats;
 
     /* The turn. */
@@ -99,6 +108,14 @@ void server_send_hdr(server *sv, const peer *p, const kabar_buf *hdr);
 int server_sink_end(void *arg, const sub *s, uint64_t last);
 /* The read snapshot, moved to the newest commit when one happened since; NULL on failure. */
 store_reader *server_reader(server *sv);
+/* The wall clock (ns), never before sv->clock_min. */
+int64_t server_now(const server *sv);
+/*
+ * After a registry change at `at` (calls_env.changed_at): no key check nor
+ * commit happens before `at` any more, and the subscriptions of every peer
+ * whose key is no longer valid end at once (ERR UNKNOWN_KEY, logged).
+ */
+void server_registry_changed(server *sv, int64_t at);
 
 /* server_query.c */
 const char *server_hex_rid(const void *rid, size_t len, char out[40]);

@@ -252,6 +252,14 @@ static int resolve_durable(server *sv, const peer *p, const auth_principal *who,
         return kabar_error_set(err, KABAR_NOT_OWN_CONSUMER,
                                "durable consumer %s belongs to %s; choose another name", name,
                                owner);
+    if (owner[0] == '\0' && sv->secure && who->agency[0] != '\0') {
+        /* Made under --insecure, nobody's: the first secure subscriber owns it from now on
+         * (persisted with this SUB's filter in the next commit). */
+        klog(KLOG_INFO, "KABARD-CONSUMER-CLAIMED",
+             "durable consumer %s had no owner (made under --insecure); it belongs to %s now", name,
+             who->agency);
+        owner = who->agency;
+    }
     spec->owner = owner;
     if (old != NULL) {
         char hex[40];
@@ -404,23 +412,26 @@ void query_call(server *sv, peer *p, const wire_header *h, const auth_principal 
                      .secure = sv->secure,
                      .now = sv->now,
                      .mono_ms = server_mono_ms()};
+    char by[AUTH_USER_ID_MAX];
+    snprintf(by, sizeof by, "%s", who->user_id[0] ? who->user_id : "anonymous (--insecure)");
     int rc = calls_run(&env, h->id, method.ptr, method.len, params, plen, &sv->out, &e);
-    if (rc == 0) {
+    if (rc == 0)
         server_send_hdr(sv, p, &sv->out);
-        static const char *const changes[] = {"agency.add", "agency.revoke_key",
-                                              "agency.rotate_key"};
-        for (size_t i = 0; i < 3; i++)
-            if (method.len == strlen(changes[i]) && memcmp(method.ptr, changes[i], method.len) == 0)
-                klog(KLOG_INFO, "KABARD-REGISTRY", "%s by %s", changes[i],
-                     who->user_id[0] ? who->user_id : "anonymous (--insecure)");
-        return;
+    /* `who` may be gone now: a registry change reloads the cache it lives in. This
+     * may send ERRs to other peers (sv->out is free again). */
+    if (env.changed_at != 0) {
+        if (env.reload_failed)
+            sv->registry_stale = true;
+        klog(KLOG_INFO, "KABARD-REGISTRY", "%.*s by %s", (int)method.len, method.ptr, by);
+        server_registry_changed(sv, env.changed_at);
     }
+    if (rc == 0)
+        return;
     /* A refusal was counted and logged by calls_run; answer it without a second log line. */
     if (wire_enc_err(&sv->out, h->id, rc, e.message) == 0)
         server_send_hdr(sv, p, &sv->out);
     if (rc != KABAR_ADMIN_ONLY && rc != KABAR_AUDIT_ONLY)
         klog_limited(&sv->lim_bad, server_mono_ms(), KLOG_INFO, "KABARD-CALL-FAIL",
-                     "%s: CALL %.*s failed: %s: %s", who->user_id[0] ? who->user_id : "anonymous",
-                     (int)(method.len < 40 ? method.len : 40), method.ptr, kabar_errname(rc),
-                     e.message);
+                     "%s: CALL %.*s failed: %s: %s", by, (int)(method.len < 40 ? method.len : 40),
+                     method.ptr, kabar_errname(rc), e.message);
 }

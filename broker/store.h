@@ -371,6 +371,20 @@ int store_key_get(store_reader *r, const uint8_t pk[32], store_key *k, kabar_err
 int store_key_each(store_reader *r, int (*fn)(void *arg, const store_key *k), void *arg,
                    kabar_error *err);
 
+/*
+ * One registry change in ONE durable transaction: the agency `a` (NULL:
+ * none; put as store_agency_put does) and then keys[0..n) in order (each
+ * put as store_key_put does: added, or revoked). Either all of it is stored
+ * or, on any error, none of it: an agency is never left without the key it
+ * was added with, nor a new key added while the old one it replaces stays
+ * valid. The errors of store_agency_put and store_key_put (the first one
+ * met); KABAR_INVALID_ARGUMENT also for nothing to do, the same key twice,
+ * or more than STORE_REGISTRY_APPLY_MAX keys.
+ */
+#define STORE_REGISTRY_APPLY_MAX 16
+int store_registry_apply(store *s, const store_agency *a, const store_key *keys, size_t n,
+                         kabar_error *err);
+
 /* ------------------------------------------------------------------------ */
 /* Raw access, for `kabar audit verify`                                     */
 

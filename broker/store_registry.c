@@ -1,8 +1,10 @@
 /*
  * store_registry.c - the registry of principals in the log's environment
  * (contract: store.h; layout: docs/STORAGE.md): agencies and their Ed25519
- * keys. Each put is a durable transaction of its own (store__update); kabard
- * loads the registry into memory at start and after each change.
+ * keys. Each put is a durable transaction of its own (store__update), and so
+ * is store_registry_apply's whole change (an agency with its first key, a
+ * new key with the revocation of the old): all of it is stored or none.
+ * kabard loads the registry into memory at start and after each change.
  *
  * Values are canonical msgpack maps (keys in mpr_key_order), so that a
  * verifier reading the raw database sees one encoding per content. Readers
@@ -134,10 +136,9 @@ static int agency_txn(store *s, MDB_txn *txn, void *arg, kabar_error *err)
     return mdb_put(txn, s->dbi[DB_AGENCIES], &k, &v, 0);
 }
 
-int store_agency_put(store *s, const store_agency *a, kabar_error *err)
+/* 0, or KABAR_INVALID_ARGUMENT naming the bad field. */
+static int agency_check(const store_agency *a, kabar_error *err)
 {
-    if (s == NULL || a == NULL)
-        return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_agency_put: no agency");
     const char *bad = NULL;
     if (!field_ok(a->id, KABAR_MAX_AGENCY_LEN, false) || !kabar_agency_valid(a->id, strlen(a->id)))
         bad = "id (2 to 32 of a-z, 0-9 and -)";
@@ -152,7 +153,15 @@ int store_agency_put(store *s, const store_agency *a, kabar_error *err)
     if (bad != NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "agency %.40s: bad %s",
                                field_ok(a->id, KABAR_MAX_AGENCY_LEN, false) ? a->id : "?", bad);
-    return store__update(s, agency_txn, (void *)a, err);
+    return 0;
+}
+
+int store_agency_put(store *s, const store_agency *a, kabar_error *err)
+{
+    if (s == NULL || a == NULL)
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_agency_put: no agency");
+    int rc = agency_check(a, err);
+    return rc ? rc : store__update(s, agency_txn, (void *)a, err);
 }
 
 int store_agency_get(store_reader *r, const char *id, store_agency *a, kabar_error *err)
@@ -297,10 +306,8 @@ static int key_txn(store *s, MDB_txn *txn, void *arg, kabar_error *err)
     return mdb_put(txn, s->dbi[DB_KEYS], &k, &v, 0);
 }
 
-int store_key_put(store *s, const store_key *k, kabar_error *err)
+static int key_check(const store_key *k, kabar_error *err)
 {
-    if (s == NULL || k == NULL)
-        return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_key_put: no key");
     if (!field_ok(k->agency, KABAR_MAX_AGENCY_LEN, false) ||
         !kabar_agency_valid(k->agency, strlen(k->agency)))
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
@@ -309,7 +316,56 @@ int store_key_put(store *s, const store_key *k, kabar_error *err)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
                                "cannot store a key of %s revoked before it became valid",
                                k->agency);
-    return store__update(s, key_txn, (void *)k, err);
+    return 0;
+}
+
+int store_key_put(store *s, const store_key *k, kabar_error *err)
+{
+    if (s == NULL || k == NULL)
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_key_put: no key");
+    int rc = key_check(k, err);
+    return rc ? rc : store__update(s, key_txn, (void *)k, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* One change of several records                                           */
+
+typedef struct apply_arg {
+    const store_agency *a;
+    const store_key *keys;
+    size_t n;
+} apply_arg;
+
+static int apply_txn(store *s, MDB_txn *txn, void *arg, kabar_error *err)
+{
+    const apply_arg *x = arg;
+    int rc = x->a != NULL ? agency_txn(s, txn, (void *)x->a, err) : 0;
+    for (size_t i = 0; i < x->n && rc == 0; i++)
+        rc = key_txn(s, txn, (void *)&x->keys[i], err);
+    return rc;
+}
+
+int store_registry_apply(store *s, const store_agency *a, const store_key *keys, size_t n,
+                         kabar_error *err)
+{
+    if (s == NULL || (a == NULL && n == 0) || (n > 0 && keys == NULL))
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_registry_apply: nothing to do");
+    if (n > STORE_REGISTRY_APPLY_MAX)
+        return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
+                               "store_registry_apply: %zu keys, at most %d in one change", n,
+                               STORE_REGISTRY_APPLY_MAX);
+    int rc = a != NULL ? agency_check(a, err) : 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = key_check(&keys[i], err);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        for (size_t j = 0; j < i && rc == 0; j++)
+            if (memcmp(keys[i].pk, keys[j].pk, 32) == 0)
+                rc = kabar_error_set(err, KABAR_INVALID_ARGUMENT,
+                                     "store_registry_apply: the same key twice in one change");
+    if (rc != 0)
+        return rc;
+    apply_arg x = {a, keys, n};
+    return store__update(s, apply_txn, &x, err);
 }
 
 int store_key_get(store_reader *r, const uint8_t pk[32], store_key *k, kabar_error *err)

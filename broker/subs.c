@@ -425,6 +425,25 @@ void subs_remove(subs *t, sub *s)
     free(s);
 }
 
+size_t subs_drop_peers(subs *t, bool (*drop)(void *arg, const peer *p),
+                       void (*gone)(void *arg, const peer *p, const sub *s), void *arg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t->pnb; i++) {
+        for (peer *p = t->pb[i]; p != NULL; p = p->hnext) {
+            if (p->subs == NULL || !drop(arg, p))
+                continue;
+            while (p->subs != NULL) {
+                if (gone != NULL)
+                    gone(arg, p, p->subs);
+                subs_remove(t, p->subs);
+                n++;
+            }
+        }
+    }
+    return n;
+}
+
 void subs_credit(sub *s, uint64_t n)
 {
     s->credit =

@@ -48,9 +48,15 @@
 #define SUBS_RELAY_RECORDS  65536 /* records for all subscriptions per turn */
 #define SUBS_RID_MAX        255   /* ZeroMQ routing ids are 1..255 bytes */
 
+#define SUBS_USER_ID_MAX (KABAR_MAX_AGENCY_LEN + 1 + 16 + 1) /* "AGENCY/KEYID" + NUL */
+
 typedef struct peer {
     uint8_t rid[SUBS_RID_MAX];
     uint8_t rid_len;
+    /* The User-Id of the peer's last message ("AGENCY/KEYID", "" under
+     * --insecure): whose key its subscriptions were made with, so that they
+     * can be ended when that key stops being valid (subs_drop_peers). */
+    char user_id[SUBS_USER_ID_MAX];
     int64_t last_heard_ms; /* monotonic */
     uint32_t nsubs;
     struct sub *subs;   /* this peer's subscriptions, linked by pnext */
@@ -125,6 +131,15 @@ sub *subs_find_durable(const subs *t, const char *name, size_t len);
  * kept and goes out with the next subs_updates.
  */
 void subs_remove(subs *t, sub *s);
+
+/*
+ * For every peer holding subscriptions, ask drop(arg, peer); when it says
+ * true, call gone(arg, peer, sub) for each of the peer's subscriptions (may
+ * be NULL; to tell the client) and remove them all (the peer stays: it may
+ * still send, and be refused). Returns how many subscriptions were removed.
+ */
+size_t subs_drop_peers(subs *t, bool (*drop)(void *arg, const peer *p),
+                       void (*gone)(void *arg, const peer *p, const sub *s), void *arg);
 
 /* CREDIT: add n, saturating at SUBS_MAX_CREDIT. */
 void subs_credit(sub *s, uint64_t n);

@@ -81,6 +81,48 @@ static void test_peers_and_lookup(void **state)
     subs_destroy(&t);
 }
 
+static bool drop_dinkes(void *arg, const peer *p)
+{
+    return strncmp(p->user_id, "dinkes/", 7) == 0;
+}
+
+static void count_gone(void *arg, const peer *p, const sub *s)
+{
+    (*(int *)arg)++;
+}
+
+/* A peer whose key stopped being valid loses every subscription; the others keep theirs. */
+static void test_drop_peers(void **state)
+{
+    subs *t = NULL;
+    kabar_error e;
+    assert_int_equal(subs_new(&t, NULL), 0);
+    peer *a = subs_peer(t, "\x00\x01", 2, 100);
+    peer *b = subs_peer(t, "\x00\x02", 2, 100);
+    peer *idle = subs_peer(t, "\x00\x03", 2, 100);
+    snprintf(a->user_id, sizeof a->user_id, "dinkes/0123456789abcdef");
+    snprintf(b->user_id, sizeof b->user_id, "bappeda/0123456789abcdef");
+    snprintf(idle->user_id, sizeof idle->user_id, "dinkes/0123456789abcdef");
+    sub *s = NULL;
+    sub_spec sp = {.target = S("dinkes"), .position = 1};
+    sub_spec dur = {
+        .target = S("dinkes"), .position = 1, .durable = S("inbox-dinkes"), .owner = "dinkes"};
+    assert_int_equal(subs_add(t, a, 1, &sp, &s, &e), 0);
+    assert_int_equal(subs_add(t, a, 2, &dur, &s, &e), 0);
+    assert_int_equal(subs_add(t, b, 1, &sp, &s, &e), 0);
+    int gone = 0;
+    assert_int_equal(subs_drop_peers(t, drop_dinkes, count_gone, &gone), 2);
+    assert_int_equal(gone, 2);
+    assert_int_equal(subs_count(t), 1);
+    assert_int_equal(a->nsubs, 0);
+    assert_null(subs_find(t, a, 1));
+    assert_null(subs_find_durable(t, "inbox-dinkes", 12));
+    assert_non_null(subs_find(t, b, 1));
+    assert_int_equal(subs_peer_count(t), 3); /* the peers stay: they may still speak */
+    assert_int_equal(subs_drop_peers(t, drop_dinkes, NULL, NULL), 0);
+    subs_destroy(&t);
+}
+
 static void test_credit_and_cack(void **state)
 {
     subs *t = NULL;
@@ -438,6 +480,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_peers_and_lookup),
+        cmocka_unit_test(test_drop_peers),
         cmocka_unit_test(test_credit_and_cack),
         cmocka_unit_test(test_relay_fresh_and_bound),
         cmocka_unit_test(test_relay_budget_and_durable_names),

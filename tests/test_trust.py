@@ -20,6 +20,7 @@ import copy
 import json
 import os
 import sys
+import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 import kabartest as kt  # noqa: E402
@@ -501,6 +502,96 @@ class Keys(TrustCase):
         # ... and by `kabar replay --verify`.
         self.check_replay_verify(old_seqs, old_pk, new_seqs, self.keys.public("dinkes"))
 
+    def test_revocation_right_after_a_pub_keeps_the_log_verifiable(self):
+        """A PUB and a revocation of its signing key on one connection, back
+        to back (so in one turn of the broker): the PUB came first and is
+        accepted, and the revocation takes effect after those events were
+        received, so `kabar audit verify` finds every event signed by a key
+        valid when it was received."""
+        admin = self.raw(self.b, kt.ADMIN)
+        self.addCleanup(admin.close)
+        self.assertTrue(admin.ping())
+        frames = frames_of([event("dinkes", i, prefix="race") for i in range(40)])
+        pub_id = admin.new_id()
+        admin.send_pub(pub_id, frames)  # signed with dinkes' key (the events' source)
+        call_id = admin.new_id()
+        admin.send("CALL", call_id, "agency.revoke_key", {"id": "dinkes", "key": self.keys.public("dinkes")})
+        replies = {}
+        while len(replies) < 2:
+            m = admin.recv(60)
+            self.assertIsNotNone(m, "no answer to the PUB or the CALL: %r" % replies)
+            hdr = m[0]
+            if hdr[2] in (pub_id, call_id):
+                replies[hdr[2]] = hdr
+        self.assertEqual(replies[call_id][1], "RESULT", replies[call_id])
+        ack = replies[pub_id]
+        self.assertEqual(ack[1], "ACK", ack)
+        self.assertEqual(refused_codes(ack[3]), [None] * len(frames), "the PUB sent before the revocation: %r" % ack)
+        # The key is revoked now ...
+        late = [event("dinkes", 99, prefix="race-late", secret=True)]
+        self.assertEqual(refused_codes(admin.publish(frames_of(late))), ["UNKNOWN_KEY"])
+        # ... and the log verifies: no event was received at or after its key's revocation.
+        r = self.cli("audit", "verify", "--broker", self.b.endpoint, env=self.b.env(kt.AUDITOR))
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(r.out, b"", r)
+
+    def test_revoked_subscriber_stops_receiving_at_once(self):
+        """A subscriber whose key is revoked gets no more events even though
+        it sends nothing: its subscriptions end with ERR UNKNOWN_KEY."""
+        c = self.raw(self.b, "dinkes")
+        self.addCleanup(c.close)
+        hdr, _ = c.request("SUB", {"start": "now", "target": "dinkes", "credit": 1000})
+        self.assertEqual(hdr[1], "SUBOK", hdr)
+        sub = hdr[2]
+        pub = self.raw(self.b, "bappeda")
+        self.addCleanup(pub.close)
+
+        def received(seconds):
+            got, deadline = [], time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                m = c.recv(max(deadline - time.monotonic(), 0.01))
+                if m is not None:
+                    got.append(m[0])
+            return got
+
+        first = [event("bappeda", 1, prefix="rsub", targets=["dinkes"])]
+        self.assertGreater(pub.publish(frames_of(first))[0][0], 0)
+        got = received(2.0)
+        self.assertEqual([h[1] for h in got], ["EVT"], "before the revocation: %r" % got)
+        self.admin_cli("agency", "revoke-key", "dinkes", self.keys.pub_path("dinkes"))
+        later = [event("bappeda", 2, prefix="rsub", targets=["dinkes"], secret=True)]
+        self.assertGreater(pub.publish(frames_of(later))[0][0], 0)
+        got = received(3.0)
+        self.assertEqual([h for h in got if h[1] == "EVT"], [], "an event went to a revoked key")
+        errs = [h for h in got if h[1] == "ERR" and h[2] == sub]
+        self.assertEqual(len(errs), 1, got)
+        self.assertEqual(errs[0][3], "UNKNOWN_KEY", errs)
+        log = self.b.log_text()
+        self.assertIn("dinkes/" + kt.key_id(self.keys.public("dinkes")), log)
+        self.assertNotIn(SECRET, log)
+
+    def test_on_demand_checkpoints_are_rate_limited(self):
+        """audit.checkpoint {"new": true} makes at most one checkpoint a
+        second; a request within that second gets the latest one, marked
+        "fresh": false."""
+        agent = self.raw(self.b, "dinkes")
+        self.addCleanup(agent.close)
+        agent.publish(frames_of([event("dinkes", 1, prefix="ck")]))
+        hdr = agent.call("audit.checkpoint", {"new": True})
+        self.assertEqual(hdr[1], "RESULT", hdr)
+        self.assertIs(hdr[3].get("fresh"), True, hdr)
+        self.assertEqual(hdr[3]["size"], 1, hdr)
+        agent.publish(frames_of([event("dinkes", 2, prefix="ck")]))
+        hdr = agent.call("audit.checkpoint", {"new": True})
+        self.assertEqual(hdr[1], "RESULT", hdr)
+        self.assertIs(hdr[3].get("fresh"), False, "a second checkpoint within a second: %r" % hdr)
+        self.assertEqual(hdr[3]["size"], 1, hdr)
+        time.sleep(1.1)
+        hdr = agent.call("audit.checkpoint", {"new": True})
+        self.assertEqual(hdr[1], "RESULT", hdr)
+        self.assertIs(hdr[3].get("fresh"), True, hdr)
+        self.assertEqual(hdr[3]["size"], 2, hdr)
+
     def check_signatures(self, seqs, pk):
         """Each seq's stored record is in a batch signed by pk whose signature verifies."""
         c = self.raw(self.b, kt.AUDITOR)
@@ -545,6 +636,48 @@ class Keys(TrustCase):
         # Offline, from the data directory alone, the same.
         off = self.cli_ok("replay", "--data", self.b.data_dir, "--verify")
         self.assertEqual(off.out, r.out, "replay --verify online and offline differ")
+
+
+class LegacyConsumer(TrustCase):
+    def test_unowned_consumer_is_claimed_by_its_first_secure_subscriber(self):
+        """A durable consumer made under --insecure has no owner; the first
+        principal that subscribes to it in secure mode becomes its owner,
+        for good (after a restart too)."""
+        data = os.path.join(self.tmp, "data")
+        plain = kt.Broker(data, insecure=True)
+        self.addCleanup(self._stop_broker, plain)
+        plain.start()
+        c = self.raw(plain)
+        hdr, _ = c.request("SUB", {"start": "first", "durable": "inbox-legacy"})
+        self.assertEqual(hdr[1], "SUBOK", hdr)
+        c.send("UNSUB", hdr[2])
+        self.assertTrue(c.ping())
+        c.close()
+        self.assertEqual(plain.stop(), 0)
+
+        keys = kt.KeyRing(os.path.join(self.tmp, "keys"))
+        b = kt.Broker(data, keys=keys, principals={kt.ADMIN: "admin", "dinkes": "agent", "bappeda": "agent"})
+        self.addCleanup(self._stop_broker, b)
+        b.start()
+        d = self.raw(b, "dinkes")
+        self.addCleanup(d.close)
+        hdr, _ = d.request("SUB", {"start": "first", "target": "dinkes", "durable": "inbox-legacy"})
+        self.assertEqual(hdr[1], "SUBOK", hdr)
+        d.send("UNSUB", hdr[2])
+        self.assertTrue(d.ping())
+        for attempt in range(2):
+            o = self.raw(b, "bappeda")
+            self.addCleanup(o.close)
+            hdr, _ = o.request("SUB", {"start": "first", "target": "bappeda", "durable": "inbox-legacy"})
+            self.assertEqual(hdr[1], "ERR", "attempt %d: bappeda took dinkes' consumer: %r" % (attempt, hdr))
+            self.assertEqual(hdr[3], "NOT_OWN_CONSUMER", hdr)
+            if attempt == 0:
+                self.assertEqual(b.stop(), 0)
+                b.start()
+        d = self.raw(b, "dinkes")
+        self.addCleanup(d.close)
+        hdr, _ = d.request("SUB", {"start": "first", "target": "dinkes", "durable": "inbox-legacy"})
+        self.assertEqual(hdr[1], "SUBOK", hdr)
 
 
 class AgentKey(TrustCase):

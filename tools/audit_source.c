@@ -6,6 +6,7 @@
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "checkpoint.h"
 #include "mpr.h"
@@ -270,20 +271,30 @@ int audit_source_checkpoint(audit_source *s, bool fresh, kabar_buf *note, uint64
             return kabar_error_set(err, KABAR_NO_MEMORY, "out of memory");
     } else {
         audit_online *o = s->online;
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 1);
-        msgpack_pack_str_with_body(&pk, "new", 3);
-        if (fresh)
-            msgpack_pack_true(&pk);
-        else
-            msgpack_pack_false(&pk);
-        if ((rc = call(o, "audit.checkpoint", &sb, &o->tmp, err)) != 0)
-            return rc;
         mpr r;
         mpr_item it;
+        /* kabard makes at most one checkpoint on demand per second; when
+         * another request took it, the answer says "fresh": false and the
+         * checkpoint may lag the head: ask again after that second. */
+        for (int attempt = 0;; attempt++) {
+            msgpack_sbuffer sb;
+            msgpack_packer pk;
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            msgpack_pack_map(&pk, 1);
+            msgpack_pack_str_with_body(&pk, "new", 3);
+            if (fresh)
+                msgpack_pack_true(&pk);
+            else
+                msgpack_pack_false(&pk);
+            if ((rc = call(o, "audit.checkpoint", &sb, &o->tmp, err)) != 0)
+                return rc;
+            kabar_error ignored;
+            if (!fresh || attempt == 3 || map_find(&o->tmp, "fresh", &r, &it, &ignored) != 0 ||
+                it.kind != MPR_BOOL || it.b)
+                break;
+            nanosleep(&(struct timespec){1, 100000000}, NULL);
+        }
         if ((rc = map_find(&o->tmp, "note", &r, &it, err)) != 0)
             return rc;
         if (it.kind != MPR_STR)
