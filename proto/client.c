@@ -19,12 +19,13 @@
  *      tail            sent                 head
  *       |  in flight    |  queued, not sent  |   free ...
  *
- * Queued events go out as PUB batches when enough are queued (a quarter of
- * the window), when nothing is in flight (so a lone event is not delayed),
- * and whenever the application would block (full ring, flush). ACKs fill
- * the slots' results; results are handed to the callback strictly from
- * `tail` on, so they come out in publishing order even if the broker
- * answered batches out of order.
+ * Queued events go out as PUB batches when enough are queued (half the
+ * window: each PUB costs one signature here and one verification in the
+ * broker, about 50 us, so fewer and larger batches are cheaper; a quarter
+ * measured 5-15 % slower with signatures), when nothing is in flight (so a lone event is not
+ * delayed), and whenever the application would block (full ring, flush). ACKs fill the slots'
+ * results; results are handed to the callback strictly from `tail` on, so they come out in
+ * publishing order even if the broker answered batches out of order.
  *
  * Sessions and recovery. The broker keeps no state for a connection it has
  * lost, so the client tracks a "session": it begins when a PONG answers a

@@ -119,7 +119,7 @@ static int send_batch(kabar_client *c, uint64_t first, uint32_t n)
 /* Send queued events as batches; `force` sends even a small tail. */
 void client__send_pending(kabar_client *c, bool force)
 {
-    uint32_t threshold = c->window / 4 ? c->window / 4 : 1;
+    uint32_t threshold = c->window / 2 ? c->window / 2 : 1;
     if (threshold > KABAR_MAX_BATCH)
         threshold = KABAR_MAX_BATCH;
     while (c->sent < c->head && client__session_up(c)) {
