@@ -313,9 +313,21 @@ void kabar_sub_close(kabar_sub **sp)
         return;
     kabar_sub *s = *sp;
     kabar_client *c = s->c;
+    bool cacked = s->opts.durable != NULL && s->acked_sent > 0 && c->session;
     if (c->session && s->state == SUB_OK && !s->ended &&
         wire_enc_cmd(&c->hdr, WIRE_UNSUB, s->id) == 0)
         client__send_msg(c, &c->hdr, 0);
+    if (cacked) {
+        /* A CACK has no reply, and a process that acks and exits at once
+         * could close its socket before the CACK left it: the position
+         * would be lost. The broker reads a peer's messages in order, so
+         * once a HEAD sent after the CACK is answered, the broker has the
+         * CACK and commits it with that turn. Best effort: a broker gone
+         * by now had nothing to commit it to. */
+        kabar_head h;
+        kabar_error ignored;
+        (void)kabar_client_head(c, &h, &ignored);
+    }
     sub_unlink(s);
     client__sub_free(s);
     *sp = NULL;

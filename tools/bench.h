@@ -1,21 +1,24 @@
 /*
- * bench.h - the parts of `kabar bench` (private to tools/cmd_bench.c,
- * tools/bench_publish.c and tools/bench_replay.c).
+ * bench.h - the parts of `kabar bench` (private to tools/cmd_bench.c and
+ * tools/bench_*.c).
  *
- * cmd_bench.c is the command: options, the broker under test, the runs and
- * the report; bench_publish.c makes the events and publishes them from many
- * connections; bench_replay.c replays the log (over the wire and offline)
- * and measures fan-out to many subscribers; bench_secure.c registers the
- * bench's keys and asks a broker who a key is. The design notes are at the
- * top of cmd_bench.c.
+ * cmd_bench.c is the command: options, the runs and the report;
+ * bench_broker.c starts and stops the bench's own kabard (the broker under
+ * test when no --broker is given); bench_publish.c makes the events and
+ * publishes them from many connections; bench_replay.c replays the log (over
+ * the wire and offline) and measures fan-out to many subscribers;
+ * bench_secure.c registers the bench's keys and asks a broker who a key is.
+ * The design notes are at the top of cmd_bench.c.
  */
 #ifndef KABAR_BENCH_H
 #define KABAR_BENCH_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -141,5 +144,35 @@ int bench_register(const char *data, bench_principal *p, size_t n, kabar_error *
  * id (KABAR_MAX_AGENCY_LEN + 1 bytes) and role (16 bytes).
  */
 int bench_whoami(const bench_conn *bc, char *agency, char *role, kabar_error *err);
+
+/* bench_broker.c */
+
+/* The broker under test: ours (pid > 0) or the user's --broker (all zero). */
+typedef struct bench_broker {
+    pid_t pid;               /* 0 when the broker is not ours */
+    char dir[PATH_MAX - 64]; /* our temporary directory, "" when none */
+    char data[PATH_MAX];     /* its log directory, "" when unknown */
+    char log[PATH_MAX];      /* kabard's stderr */
+    char endpoint[256];
+} bench_broker;
+
+/*
+ * Start kabard (beside this binary, or $KABAR_KABARD) on a fresh log in a
+ * new temporary directory, with --unsafe-nosync when nosync and --insecure
+ * when plaintext; unless plaintext, with the principals p[0..np) given keys
+ * and registered first (bench_register) and the broker's public key read
+ * into server_pk. Waits up to 15 s for kabard's endpoint file, which fills
+ * b->endpoint. On failure (err set; the end of kabard's log on stderr when
+ * it ran) *b may still hold a directory or a process: call
+ * bench_broker_stop all the same.
+ */
+int bench_broker_start(bench_broker *b, bool nosync, bool plaintext, bench_principal *p, size_t np,
+                       uint8_t server_pk[32], kabar_error *err);
+/*
+ * Stop our kabard (SIGTERM; SIGKILL after 10 s; a warning and the end of
+ * its log when it did not exit 0) and remove our directory. Does nothing
+ * for a broker that is not ours (a zeroed *b); safe to call twice.
+ */
+void bench_broker_stop(bench_broker *b);
 
 #endif /* KABAR_BENCH_H */

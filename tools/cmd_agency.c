@@ -20,6 +20,9 @@
  * Both paths turn what they read into the same JSON agency object (the
  * CALL's agency map, keys in text form, times in RFC 3339), printed as JSON
  * with --format json or laid out for people.
+ *
+ * This file is the command: usage, arguments, exit codes and the output;
+ * the operations on the registry, offline and online, are in agency_ops.c.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,8 +30,8 @@
 #include <string.h>
 
 #include <jansson.h>
-#include <msgpack.h>
 
+#include "agency_ops.h"
 #include "cli.h"
 #include "kkey.h"
 #include "store.h"
@@ -36,8 +39,6 @@
 static const char *const CMD = "agency";
 
 static const char *const ROLES[] = {"agent", "oversight", "auditor", "admin"};
-
-typedef enum verb { V_ADD, V_LIST, V_SHOW, V_REVOKE, V_ROTATE } verb;
 
 static const char *const VERBS[] = {"add", "list", "show", "revoke-key", "rotate-key"};
 
@@ -87,17 +88,6 @@ static void usage(FILE *f)
         "not an admin), 2 bad usage or cannot run.\n");
 }
 
-typedef struct agency_args {
-    verb v;
-    const char *id;
-    const char *name, *region, *org, *role;
-    const char *key, *revoke; /* as given */
-    uint8_t pk[32], old_pk[32];
-    const char *broker, *data;
-    bool json;
-    kabar_client_opts copts;
-} agency_args;
-
 /* Refusals by the registry (exit 1), as opposed to not being able to run (2). */
 static int refused(const kabar_error *err)
 {
@@ -122,89 +112,7 @@ static int refused(const kabar_error *err)
 }
 
 /* ------------------------------------------------------------------------ */
-/* The agency as JSON                                                       */
-
-static json_t *time_json(int64_t ns)
-{
-    char t[KABAR_TIME_MAX];
-    kabar_time_format(ns, t);
-    return json_string(t);
-}
-
-static json_t *key_json(const uint8_t pk[32], int64_t valid_from, int64_t revoked_at)
-{
-    char text[KKEY_TEXT_MAX], id[KKEY_ID_TEXT];
-    kkey_public_text(pk, text);
-    kkey_id_text(pk, id);
-    json_t *k = json_object();
-    json_object_set_new(k, "key", json_string(text));
-    json_object_set_new(k, "key_id", json_string(id));
-    json_object_set_new(k, "valid_from", time_json(valid_from));
-    if (revoked_at != INT64_MAX)
-        json_object_set_new(k, "revoked_at", time_json(revoked_at));
-    return k;
-}
-
-/* A msgpack value of a RESULT as JSON: bin(32) as a public key, timestamps as RFC 3339. */
-static json_t *mp_json(const msgpack_object *o)
-{
-    static const char hex[] = "0123456789abcdef";
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
-        return json_null();
-    case MSGPACK_OBJECT_BOOLEAN:
-        return json_boolean(o->via.boolean);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        return json_integer((json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        return json_integer((json_int_t)o->via.i64);
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        return json_real(o->via.f64);
-    case MSGPACK_OBJECT_STR:
-        return json_stringn(o->via.str.ptr, o->via.str.size);
-    case MSGPACK_OBJECT_BIN: {
-        if (o->via.bin.size == 32) {
-            char text[KKEY_TEXT_MAX];
-            kkey_public_text((const uint8_t *)o->via.bin.ptr, text);
-            return json_string(text);
-        }
-        char *h = malloc((size_t)o->via.bin.size * 2 + 1);
-        if (h == NULL)
-            return json_null();
-        for (uint32_t i = 0; i < o->via.bin.size; i++) {
-            h[2 * i] = hex[(uint8_t)o->via.bin.ptr[i] >> 4];
-            h[2 * i + 1] = hex[(uint8_t)o->via.bin.ptr[i] & 15];
-        }
-        json_t *s = json_stringn(h, (size_t)o->via.bin.size * 2);
-        free(h);
-        return s;
-    }
-    case MSGPACK_OBJECT_EXT: {
-        msgpack_timestamp ts;
-        if (msgpack_object_to_timestamp(o, &ts))
-            return time_json((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec);
-        return json_null();
-    }
-    case MSGPACK_OBJECT_ARRAY: {
-        json_t *a = json_array();
-        for (uint32_t i = 0; i < o->via.array.size; i++)
-            json_array_append_new(a, mp_json(&o->via.array.ptr[i]));
-        return a;
-    }
-    case MSGPACK_OBJECT_MAP: {
-        json_t *m = json_object();
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object *k = &o->via.map.ptr[i].key;
-            if (k->type == MSGPACK_OBJECT_STR)
-                json_object_setn_new(m, k->via.str.ptr, k->via.str.size,
-                                     mp_json(&o->via.map.ptr[i].val));
-        }
-        return m;
-    }
-    }
-    return json_null();
-}
+/* Field order of the printed agency                                       */
 
 /* A copy of o with `order`'s keys first, in that order, then the others. */
 static json_t *ordered(json_t *o, const char *const *order)
@@ -256,23 +164,6 @@ static json_t *agency_ordered(json_t *a)
     }
     return out;
 }
-
-/* The RESULT map's msgpack bytes as a JSON object, or NULL with err set. */
-static json_t *result_json(const kabar_buf *b, kabar_error *err)
-{
-    msgpack_unpacked u;
-    size_t off = 0;
-    json_t *j = NULL;
-    msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, b->data, b->len, &off) == MSGPACK_UNPACK_SUCCESS &&
-        u.data.type == MSGPACK_OBJECT_MAP)
-        j = mp_json(&u.data);
-    msgpack_unpacked_destroy(&u);
-    if (j == NULL)
-        kabar_error_set(err, KABAR_PROTOCOL, "the broker's RESULT is not a msgpack map");
-    return j;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Output                                                                   */
 
@@ -357,298 +248,30 @@ static void print_list(const agency_args *a, json_t *list)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Offline: the store                                                       */
-
-typedef struct keys_ctx {
-    store_key *k;
-    size_t n, cap;
-} keys_ctx;
-
-static int collect_key(void *arg, const store_key *k)
-{
-    keys_ctx *x = arg;
-    if (x->n == x->cap) {
-        size_t cap = x->cap ? x->cap * 2 : 16;
-        store_key *p = realloc(x->k, cap * sizeof *p);
-        if (p == NULL)
-            return KABAR_NO_MEMORY;
-        x->k = p;
-        x->cap = cap;
-    }
-    x->k[x->n++] = *k;
-    return 0;
-}
-
-static int by_valid_from(const void *a, const void *b)
-{
-    const store_key *x = a, *y = b;
-    return (x->valid_from > y->valid_from) - (x->valid_from < y->valid_from);
-}
-
-static json_t *agency_json(const store_agency *ag, const keys_ctx *keys)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "id", json_string(ag->id));
-    json_object_set_new(o, "name", json_string(ag->name));
-    json_object_set_new(o, "region", json_string(ag->region));
-    json_object_set_new(o, "org", json_string(ag->org));
-    json_object_set_new(o, "role", json_string(ag->role));
-    json_object_set_new(o, "created_at", time_json(ag->created_at));
-    json_t *list = json_array();
-    for (size_t i = 0; i < keys->n; i++)
-        if (strcmp(keys->k[i].agency, ag->id) == 0)
-            json_array_append_new(
-                list, key_json(keys->k[i].pk, keys->k[i].valid_from, keys->k[i].revoked_at));
-    json_object_set_new(o, "keys", list);
-    return o;
-}
-
-typedef struct list_ctx {
-    json_t *list;
-    const keys_ctx *keys;
-} list_ctx;
-
-static int collect_agency(void *arg, const store_agency *ag)
-{
-    list_ctx *x = arg;
-    return json_array_append_new(x->list, agency_json(ag, x->keys)) == 0 ? 0 : KABAR_NO_MEMORY;
-}
-
-/* Every agency (id == NULL) or one, as JSON: a list, or the agency object. */
-static int read_registry(store *s, const char *id, json_t **out, kabar_error *err)
-{
-    store_reader *rd = NULL;
-    keys_ctx keys = {0};
-    store_agency ag;
-    int rc;
-    if ((rc = store_reader_open(s, &rd, err)) != 0)
-        return rc;
-    if ((rc = store_key_each(rd, collect_key, &keys, err)) == 0) {
-        qsort(keys.k, keys.n, sizeof *keys.k, by_valid_from);
-        if (id == NULL) {
-            list_ctx x = {.list = json_array(), .keys = &keys};
-            rc = store_agency_each(rd, collect_agency, &x, err);
-            if (rc == 0)
-                *out = x.list;
-            else
-                json_decref(x.list);
-        } else if ((rc = store_agency_get(rd, id, &ag, err)) == 0) {
-            *out = agency_json(&ag, &keys);
-        } else if (rc == KABAR_NOT_FOUND) {
-            kabar_error_set(err, rc, "no agency \"%s\" in the registry", id);
-        }
-    }
-    if (rc == KABAR_NO_MEMORY)
-        kabar_error_set(err, rc, "out of memory reading the registry");
-    free(keys.k);
-    store_reader_close(&rd);
-    return rc;
-}
-
-static int open_store(const agency_args *a, bool write, store **s, kabar_error *err)
-{
-    store_opts so = {.readonly = !write};
-    int rc = store_open(s, a->data, &so, err);
-    if (rc == KABAR_LOCKED)
-        return kabar_error_set(err, rc,
-                               "kabard is running on %s: use --broker EP with an admin --key "
-                               "(kabar --key ADMIN.key agency ...), or stop kabard first",
-                               a->data);
-    if (rc == KABAR_NOT_FOUND) {
-        char why[KABAR_ERROR_MESSAGE_MAX];
-        snprintf(why, sizeof why, "%s", err->message);
-        return kabar_error_set(err, rc, "%s (give the directory kabard was started with)", why);
-    }
-    return rc;
-}
-
-/* The key `pk` of agency `id` as the store has it: 0, or an error saying what is wrong. */
-static int own_key(store_reader *rd, const char *id, const uint8_t pk[32], const char *given,
-                   store_key *k, kabar_error *err)
-{
-    int rc = store_key_get(rd, pk, k, err);
-    if (rc == KABAR_NOT_FOUND || (rc == 0 && strcmp(k->agency, id) != 0))
-        return kabar_error_set(err, KABAR_NOT_FOUND, "key %s is not a key of agency \"%s\"", given,
-                               id);
-    if (rc == 0 && k->revoked_at != INT64_MAX) {
-        char t[KABAR_TIME_MAX];
-        kabar_time_format(k->revoked_at, t);
-        return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "key %s of \"%s\" was revoked at %s",
-                               given, id, t);
-    }
-    return rc;
-}
-
-/* A key that must not be registered yet (to anyone). */
-static int new_key(store_reader *rd, const uint8_t pk[32], const char *given, kabar_error *err)
-{
-    store_key k;
-    int rc = store_key_get(rd, pk, &k, err);
-    if (rc == 0)
-        return kabar_error_set(err, KABAR_INVALID_ARGUMENT,
-                               "key %s is already registered (to \"%s\"); a key belongs to one "
-                               "agency for good: make a new one with kabar keygen",
-                               given, k.agency);
-    return rc == KABAR_NOT_FOUND ? 0 : rc;
-}
-
-/* Check and make the change of a->v in the open store. */
-static int change_offline(store *s, const agency_args *a, kabar_error *err)
-{
-    store_reader *rd = NULL;
-    store_agency ag;
-    store_key old = {0};
-    int64_t now = kabar_now();
-    int rc = store_reader_open(s, &rd, err);
-    if (rc != 0)
-        return rc;
-    rc = store_agency_get(rd, a->id, &ag, err);
-    if (a->v == V_ADD && rc == 0)
-        rc = kabar_error_set(err, KABAR_INVALID_ARGUMENT,
-                             "agency \"%s\" is already registered (to give it another key: "
-                             "kabar agency rotate-key)",
-                             a->id);
-    else if (a->v == V_ADD && rc == KABAR_NOT_FOUND)
-        rc = 0;
-    else if (rc == KABAR_NOT_FOUND)
-        kabar_error_set(err, rc, "no agency \"%s\" in the registry", a->id);
-    if (rc == 0 && (a->v == V_ADD || a->v == V_ROTATE))
-        rc = new_key(rd, a->pk, a->key, err);
-    if (rc == 0 && a->v == V_REVOKE)
-        rc = own_key(rd, a->id, a->pk, a->key, &old, err);
-    if (rc == 0 && a->v == V_ROTATE && a->revoke != NULL)
-        rc = own_key(rd, a->id, a->old_pk, a->revoke, &old, err);
-    store_reader_close(&rd);
-    if (rc != 0)
-        return rc;
-
-    if (a->v == V_ADD) {
-        memset(&ag, 0, sizeof ag);
-        snprintf(ag.id, sizeof ag.id, "%s", a->id);
-        snprintf(ag.name, sizeof ag.name, "%s", a->name);
-        snprintf(ag.region, sizeof ag.region, "%s", a->region);
-        snprintf(ag.org, sizeof ag.org, "%s", a->org);
-        snprintf(ag.role, sizeof ag.role, "%s", a->role);
-        ag.created_at = now;
-        if ((rc = store_agency_put(s, &ag, err)) != 0)
-            return rc;
-    }
-    if (a->v == V_ADD || a->v == V_ROTATE) { /* the new key first: never a moment with none */
-        store_key k = {.valid_from = now, .revoked_at = INT64_MAX};
-        memcpy(k.pk, a->pk, 32);
-        snprintf(k.agency, sizeof k.agency, "%s", a->id);
-        if ((rc = store_key_put(s, &k, err)) != 0)
-            return rc;
-    }
-    if (a->v == V_REVOKE || (a->v == V_ROTATE && a->revoke != NULL)) {
-        old.revoked_at = now;
-        rc = store_key_put(s, &old, err);
-    }
-    return rc;
-}
+/* Running: offline (--data) or online                                      */
 
 static int run_offline(const agency_args *a)
 {
     store *s = NULL;
     json_t *out = NULL;
     kabar_error err = {0};
-    bool write = a->v != V_LIST && a->v != V_SHOW;
-    int rc = open_store(a, write, &s, &err);
+    bool write = a->v != AGENCY_LIST && a->v != AGENCY_SHOW;
+    int rc = agency_store_open(a->data, write, &s, &err);
     if (rc != 0)
         return cli_fail(CMD, &err); /* cannot run: no log, or kabard holds it */
     if (write)
-        rc = change_offline(s, a, &err);
+        rc = agency_store_change(s, a, &err);
     if (rc == 0)
-        rc = read_registry(s, a->v == V_LIST ? NULL : a->id, &out, &err);
+        rc = agency_store_read(s, a->v == AGENCY_LIST ? NULL : a->id, &out, &err);
     store_close(&s);
     if (rc != 0)
         return refused(&err);
-    if (a->v == V_LIST)
+    if (a->v == AGENCY_LIST)
         print_list(a, out);
     else
         print_one(a, out);
     json_decref(out);
     return CLI_OK;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Online: CALL agency.* through the broker                                 */
-
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
-static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
-{
-    pack_str(pk, k);
-    pack_str(pk, v);
-}
-
-static void pack_kv_key(msgpack_packer *pk, const char *k, const uint8_t v[32])
-{
-    pack_str(pk, k);
-    msgpack_pack_bin(pk, 32);
-    msgpack_pack_bin_body(pk, v, 32);
-}
-
-/* The CALL's params, keys in ascending order (canonical form). */
-static void pack_params(msgpack_packer *pk, const agency_args *a)
-{
-    switch (a->v) {
-    case V_LIST:
-        msgpack_pack_map(pk, 0);
-        break;
-    case V_SHOW:
-        msgpack_pack_map(pk, 1);
-        pack_kv_str(pk, "id", a->id);
-        break;
-    case V_ADD:
-        msgpack_pack_map(pk, 6);
-        pack_kv_str(pk, "id", a->id);
-        pack_kv_key(pk, "key", a->pk);
-        pack_kv_str(pk, "name", a->name);
-        pack_kv_str(pk, "org", a->org);
-        pack_kv_str(pk, "region", a->region);
-        pack_kv_str(pk, "role", a->role);
-        break;
-    case V_REVOKE:
-    case V_ROTATE:
-        msgpack_pack_map(pk, a->revoke != NULL ? 3 : 2);
-        pack_kv_str(pk, "id", a->id);
-        pack_kv_key(pk, "key", a->pk);
-        if (a->revoke != NULL)
-            pack_kv_key(pk, "old", a->old_pk);
-        break;
-    }
-}
-
-static const char *method_of(verb v)
-{
-    static const char *const m[] = {"agency.add", "agency.list", "agency.show", "agency.revoke_key",
-                                    "agency.rotate_key"};
-    return m[v];
-}
-
-/* One CALL; *out the RESULT as JSON. */
-static int call(kabar_client *c, const agency_args *a, verb v, json_t **out, kabar_error *err)
-{
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    kabar_buf res = {0};
-    agency_args x = *a;
-    x.v = v;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pack_params(&pk, &x);
-    int rc = kabar_client_call(c, method_of(v), sb.data, sb.size, &res, err);
-    if (rc == 0 && (*out = result_json(&res, err)) == NULL)
-        rc = KABAR_PROTOCOL;
-    msgpack_sbuffer_destroy(&sb);
-    kabar_buf_free(&res);
-    return rc;
 }
 
 static int run_online(agency_args *a)
@@ -659,16 +282,16 @@ static int run_online(agency_args *a)
     int code = cli_connect(CMD, a->broker, NULL, &a->copts, &c);
     if (code != CLI_OK)
         return code;
-    int rc = call(c, a, a->v, &out, &err);
-    if (rc == 0 && a->v == V_ADD) { /* agency.add answers {"id"}: show what was registered */
+    int rc = agency_call(c, a, a->v, &out, &err);
+    if (rc == 0 && a->v == AGENCY_ADD) { /* agency.add answers {"id"}: show what was registered */
         json_decref(out);
         out = NULL;
-        rc = call(c, a, V_SHOW, &out, &err);
+        rc = agency_call(c, a, AGENCY_SHOW, &out, &err);
     }
     kabar_client_destroy(&c);
     if (rc != 0)
         return refused(&err);
-    if (a->v == V_LIST) {
+    if (a->v == AGENCY_LIST) {
         json_t *list = json_object_get(out, "agencies");
         if (!json_is_array(list)) {
             json_decref(out);
@@ -720,8 +343,11 @@ static int parse_key(const char *opt, const char *text, uint8_t pk[32])
 /* Check what the verb needs; CLI_OK or CLI_USAGE (printed). */
 static int check_args(agency_args *a, char **pos, int npos)
 {
-    static const int want[] = {
-        [V_ADD] = 1, [V_LIST] = 0, [V_SHOW] = 1, [V_REVOKE] = 2, [V_ROTATE] = 1};
+    static const int want[] = {[AGENCY_ADD] = 1,
+                               [AGENCY_LIST] = 0,
+                               [AGENCY_SHOW] = 1,
+                               [AGENCY_REVOKE_KEY] = 2,
+                               [AGENCY_ROTATE_KEY] = 1};
     if (npos != want[a->v])
         return cli_usage_error(CMD, "%s takes %d argument%s (got %d)", VERBS[a->v], want[a->v],
                                want[a->v] == 1 ? "" : "s", npos);
@@ -733,18 +359,18 @@ static int check_args(agency_args *a, char **pos, int npos)
                                    "'-', 2 to 32 characters, starting with a letter or digit)",
                                    a->id);
     }
-    if (a->v == V_REVOKE) {
+    if (a->v == AGENCY_REVOKE_KEY) {
         if (a->key != NULL)
             return cli_usage_error(CMD, "revoke-key takes the key as its second argument, "
                                         "not --key");
         a->key = pos[1];
     }
-    bool add = a->v == V_ADD;
+    bool add = a->v == AGENCY_ADD;
     if (!add && (a->name || a->region || a->org || a->role))
         return cli_usage_error(CMD, "--name, --region, --org and --role are for add only");
-    if (a->revoke != NULL && a->v != V_ROTATE)
+    if (a->revoke != NULL && a->v != AGENCY_ROTATE_KEY)
         return cli_usage_error(CMD, "--revoke is for rotate-key only");
-    if (a->key != NULL && (a->v == V_LIST || a->v == V_SHOW))
+    if (a->key != NULL && (a->v == AGENCY_LIST || a->v == AGENCY_SHOW))
         return cli_usage_error(CMD, "--key is for add and rotate-key (your own identity for the "
                                     "broker goes before the command: kabar --key FILE agency ...)");
     if (add && (check_text("--name", a->name, 128) || check_text("--region", a->region, 32) ||
@@ -753,10 +379,10 @@ static int check_args(agency_args *a, char **pos, int npos)
     if (add && !role_valid(a->role))
         return cli_usage_error(CMD, "--role \"%s\": give agent, oversight, auditor or admin",
                                a->role);
-    if (a->v != V_LIST && a->v != V_SHOW) {
+    if (a->v != AGENCY_LIST && a->v != AGENCY_SHOW) {
         if (a->key == NULL)
             return cli_usage_error(CMD, "%s needs --key PUBKEY|FILE", VERBS[a->v]);
-        if (parse_key(a->v == V_REVOKE ? "KEY" : "--key", a->key, a->pk) != CLI_OK)
+        if (parse_key(a->v == AGENCY_REVOKE_KEY ? "KEY" : "--key", a->key, a->pk) != CLI_OK)
             return CLI_USAGE;
     }
     if (a->revoke != NULL) {
@@ -768,11 +394,11 @@ static int check_args(agency_args *a, char **pos, int npos)
     return CLI_OK;
 }
 
-static int parse_verb(const char *s, verb *v)
+static int parse_verb(const char *s, agency_verb *v)
 {
     for (size_t i = 0; i < sizeof VERBS / sizeof VERBS[0]; i++)
         if (strcmp(s, VERBS[i]) == 0) {
-            *v = (verb)i;
+            *v = (agency_verb)i;
             return CLI_OK;
         }
     return cli_usage_error(CMD,
