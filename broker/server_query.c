@@ -229,9 +229,15 @@ static int resolve_start(server *sv, store_reader *rd, const wire_sub *o, uint64
     return kabar_error_set(err, KABAR_BAD_VALUE, "start: unknown start");
 }
 
-/* The durable consumer's resume point: live holder (taken over), stored, or new. */
+/*
+ * The durable consumer's resume point: live holder (taken over), stored, or
+ * new. The owner is copied into owner_buf, which spec->owner then points at:
+ * a taken-over holder is freed here, and a stored consumer's strings live
+ * only as long as the reader's snapshot.
+ */
 static int resolve_durable(server *sv, const peer *p, const auth_principal *who, store_reader *rd,
-                           const wire_sub *o, sub_spec *spec, kabar_error *err)
+                           const wire_sub *o, sub_spec *spec,
+                           char owner_buf[KABAR_MAX_AGENCY_LEN + 1], kabar_error *err)
 {
     char name[KABAR_MAX_ID_LEN + 1];
     if (o->durable.len == 0 || o->durable.len > KABAR_MAX_ID_LEN ||
@@ -260,7 +266,8 @@ static int resolve_durable(server *sv, const peer *p, const auth_principal *who,
              who->agency);
         owner = who->agency;
     }
-    spec->owner = owner;
+    snprintf(owner_buf, KABAR_MAX_AGENCY_LEN + 1, "%s", owner);
+    spec->owner = owner_buf;
     if (old != NULL) {
         char hex[40];
         klog(KLOG_INFO, "KABARD-TAKEOVER",
@@ -331,10 +338,11 @@ void query_sub(server *sv, peer *p, const wire_header *h, const auth_principal *
         spec.bounded = true;
         spec.bound = head;
     }
+    char owner[KABAR_MAX_AGENCY_LEN + 1];
     int rc = resolve_start(sv, rd, &o, &spec.position, &e);
     if (rc == 0 && o.durable.ptr != NULL) {
         spec.durable = o.durable;
-        rc = resolve_durable(sv, p, who, rd, &o, &spec, &e);
+        rc = resolve_durable(sv, p, who, rd, &o, &spec, owner, &e);
     }
     sub *s = NULL;
     if (rc == 0)
