@@ -148,6 +148,10 @@ class FaultKill(kt.KabarTestCase):
         off = self.cli_ok("replay", "--data", b.data_dir)
         on = self.cli_ok("replay", "--broker", b.endpoint)
         self.assertEqual(off.out, on.out)
+        # A SIGKILL in the middle of a commit leaves a log whose Merkle tree,
+        # checkpoints, signatures and indexes all still hold.
+        v = self.cli("audit", "verify", "--data", b.data_dir)
+        self.assertEqual(v.rc, 0, "round %d: kabar audit verify after the kill:\n%s" % (rnd, v))
         return [ev for _, evs in inputs.values() for ev in evs]
 
 
