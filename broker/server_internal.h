@@ -34,6 +34,7 @@
 #define TURN_MSGS    8192                            /* messages read per turn */
 #define TURN_BYTES   (64u << 20)                     /* event bytes held per turn */
 #define TURN_UPDATES 4096                            /* consumer positions per commit */
+#define TIMER_MS     1000                            /* the timers phase runs this often */
 
 /* An event's outcome before the ACK: an entry of the commit, or a failure. */
 typedef struct slot {
