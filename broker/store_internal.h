@@ -26,7 +26,8 @@
 #define STORE_KERR (-30001)
 
 #define STORE_FORMAT 2
-#define REC_HDR      21             /* u8 format | received_at BE8 | batch BE8 | index BE4 */
+#define REC_HDR      21 /* u8 format | received_at BE8 | batch BE8 | index BE4 */
+#define MIB          (1ull << 20)
 #define TREE_KEY     STORE_TREE_KEY /* store_tree_key(): last leaf BE8 | level u8 */
 #define BATCH_HDR    100            /* key 32 | sig 64 | n BE4 */
 
