@@ -93,6 +93,34 @@ static int open_socket(server *sv, const server_opts *o, kabar_error *err)
     return 0;
 }
 
+static int key_times(void *arg, const store_key *k)
+{
+    int64_t *t = arg;
+    if (k->valid_from > *t)
+        *t = k->valid_from;
+    if (k->revoked_at != INT64_MAX && k->revoked_at > *t)
+        *t = k->revoked_at;
+    return 0;
+}
+
+/*
+ * The clock floor across a restart (server.c, "Registry changes"): never
+ * before the last received_at or any registry change, even if the wall
+ * clock is now behind them, so a key revoked at T is not admitted again at
+ * a clock before T, and no event is stamped before a key that signed it.
+ */
+static int clock_floor(server *sv, kabar_error *err)
+{
+    int64_t t = 0;
+    store_record rec;
+    uint64_t head = store_reader_head(sv->rd);
+    if (head > 0 && store_get(sv->rd, head, &rec, err) == 0)
+        t = rec.received_at;
+    int rc = store_key_each(sv->rd, key_times, &t, err);
+    sv->clock_min = t;
+    return rc;
+}
+
 int server_new(server **out, const server_opts *opts, kabar_error *err)
 {
     server *sv = calloc(1, sizeof *sv);
@@ -111,7 +139,7 @@ int server_new(server **out, const server_opts *opts, kabar_error *err)
     }
     if ((rc = subs_new(&sv->subs, err)) != 0 ||
         (rc = store_reader_open(sv->st, &sv->rd, err)) != 0 || (rc = auth_new(&sv->au, err)) != 0 ||
-        (rc = auth_load(sv->au, sv->rd, err)) != 0 ||
+        (rc = auth_load(sv->au, sv->rd, err)) != 0 || (rc = clock_floor(sv, err)) != 0 ||
         (rc = ckpt_new(&sv->ck, opts->key, store_origin(sv->st), opts->checkpoint_interval_ms,
                        opts->checkpoint_events, sv->rd, sv->started_ms, err)) != 0 ||
         (rc = open_socket(sv, opts, err)) != 0)

@@ -629,7 +629,8 @@ void kabar_client_on_result(kabar_client *c, kabar_pub_cb cb, void *arg)
  * the reply's elements after the id are left in c->req_reply. A refusal
  * (ERR) returns its code: "CMD: text", or the broker's text alone for CALL.
  */
-static int request(kabar_client *c, wire_cmd cmd, const char *what, kabar_error *err)
+static int request_within(kabar_client *c, wire_cmd cmd, const char *what, int wait_ms,
+                          kabar_error *err)
 {
     int rc;
     c->req_cmd = cmd;
@@ -637,14 +638,14 @@ static int request(kabar_client *c, wire_cmd cmd, const char *what, kabar_error 
     c->req_need_send = true;
     if (c->session && client__send_msg(c, &c->req_msg, 0) == 0)
         c->req_need_send = false;
-    int64_t deadline = now_ms() + c->timeout_ms;
+    int64_t deadline = now_ms() + wait_ms;
     while (c->req_state == REQ_WAITING) {
         int left = left_ms(deadline);
         if (left == 0) {
             c->req_state = REQ_NONE;
             return kabar_error_set(err, KABAR_TIMEOUT,
                                    "the broker at %s did not answer %s in %d ms", c->endpoint, what,
-                                   c->timeout_ms);
+                                   wait_ms);
         }
         if ((rc = client__pump(c, left, err)) != 0) {
             c->req_state = REQ_NONE;
@@ -659,6 +660,26 @@ static int request(kabar_client *c, wire_cmd cmd, const char *what, kabar_error 
     }
     c->req_state = REQ_NONE;
     return 0;
+}
+
+static int request(kabar_client *c, wire_cmd cmd, const char *what, kabar_error *err)
+{
+    return request_within(c, cmd, what, c->timeout_ms, err);
+}
+
+int client__sync(kabar_client *c, int wait_ms)
+{
+    if (c->req_state != REQ_NONE || !c->session) /* inside another request: do not clobber it */
+        return -1;
+    kabar_error e;
+    c->req_id = c->next_id++;
+    c->req_resend_ok = false; /* an answer on a new session says nothing of the old one */
+    if (wire_enc_cmd(&c->req_msg, WIRE_HEAD, c->req_id) != 0)
+        return -1;
+    return request_within(c, WIRE_HEAD, "HEAD", wait_ms < c->timeout_ms ? wait_ms : c->timeout_ms,
+                          &e) == 0
+               ? 0
+               : -1;
 }
 
 static int head_field(mpr *r, const mpr_item *k, kabar_head *h)

@@ -162,6 +162,13 @@ int client__drain(kabar_client *c);
  * due) for more. 0, or KABAR_CONNECT / KABAR_IO.
  */
 int client__pump(kabar_client *c, int wait_ms, kabar_error *err);
+/*
+ * A HEAD round trip on the current session, waiting at most wait_ms and
+ * never resent on a new session: 0 once the broker answered, so it has read
+ * everything sent before it. -1 without a session, inside another request
+ * (the request slot is not clobbered), or when it did not come.
+ */
+int client__sync(kabar_client *c, int wait_ms);
 
 /* client_pub.c: the publishing window. */
 

@@ -11,6 +11,7 @@
 #include "client_internal.h"
 
 #define DEFAULT_CREDIT 1024
+#define CLOSE_SYNC_MS  2000 /* kabar_sub_close waits at most this for its last CACK to be read */
 
 /* ------------------------------------------------------------------------ */
 /* Subscriptions                                                            */
@@ -317,18 +318,16 @@ void kabar_sub_close(kabar_sub **sp)
     if (c->session && s->state == SUB_OK && !s->ended &&
         wire_enc_cmd(&c->hdr, WIRE_UNSUB, s->id) == 0)
         client__send_msg(c, &c->hdr, 0);
+    sub_unlink(s); /* first: a reconnection during the wait below must not SUB it again */
     if (cacked) {
         /* A CACK has no reply, and a process that acks and exits at once
          * could close its socket before the CACK left it: the position
          * would be lost. The broker reads a peer's messages in order, so
          * once a HEAD sent after the CACK is answered, the broker has the
-         * CACK and commits it with that turn. Best effort: a broker gone
-         * by now had nothing to commit it to. */
-        kabar_head h;
-        kabar_error ignored;
-        (void)kabar_client_head(c, &h, &ignored);
+         * CACK and commits it with that turn. Best effort and bounded: a
+         * broker gone by now had nothing to commit it to. */
+        client__sync(c, CLOSE_SYNC_MS);
     }
-    sub_unlink(s);
     client__sub_free(s);
     *sp = NULL;
 }

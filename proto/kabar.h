@@ -384,6 +384,12 @@ int kabar_client_subscribe(kabar_client *c, const kabar_sub_opts *opts, kabar_su
 int kabar_sub_next(kabar_sub *s, kabar_record *rec, int timeout_ms, kabar_error *err);
 /* Durable consumers: record that everything up to seq was handled. */
 int kabar_sub_ack(kabar_sub *s, uint64_t seq, kabar_error *err);
+/*
+ * End the subscription and free it. For a durable consumer that acked
+ * something, it first waits (at most 2 s, one HEAD round trip) until the
+ * broker has read the last ack, so that a process which acks and exits
+ * keeps its position; publish results may be delivered meanwhile.
+ */
 void kabar_sub_close(kabar_sub **s);
 
 #ifdef __cplusplus

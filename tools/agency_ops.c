@@ -266,6 +266,13 @@ int agency_store_change(store *s, const agency_args *a, kabar_error *err)
     int rc = store_reader_open(s, &rd, err);
     if (rc != 0)
         return rc;
+    /* As kabard does (broker/server.c, "Registry changes"): the change takes
+     * effect after every received_at in the log, so no event already stored
+     * is before a new key or after a revocation it was checked against. */
+    store_record last;
+    uint64_t head = store_reader_head(rd);
+    if (head > 0 && store_get(rd, head, &last, err) == 0 && last.received_at >= now)
+        now = last.received_at + 1;
     rc = store_agency_get(rd, a->id, &ag, err);
     if (a->v == AGENCY_ADD && rc == 0)
         rc = kabar_error_set(err, KABAR_INVALID_ARGUMENT,
@@ -286,6 +293,9 @@ int agency_store_change(store *s, const agency_args *a, kabar_error *err)
     if (rc != 0)
         return rc;
 
+    /* One durable transaction for the whole change (store_registry_apply). */
+    store_key keys[2];
+    size_t nk = 0;
     if (a->v == AGENCY_ADD) {
         memset(&ag, 0, sizeof ag);
         snprintf(ag.id, sizeof ag.id, "%s", a->id);
@@ -294,22 +304,18 @@ int agency_store_change(store *s, const agency_args *a, kabar_error *err)
         snprintf(ag.org, sizeof ag.org, "%s", a->org);
         snprintf(ag.role, sizeof ag.role, "%s", a->role);
         ag.created_at = now;
-        if ((rc = store_agency_put(s, &ag, err)) != 0)
-            return rc;
     }
-    if (a->v == AGENCY_ADD ||
-        a->v == AGENCY_ROTATE_KEY) { /* the new key first: never a moment with none */
+    if (a->v == AGENCY_ADD || a->v == AGENCY_ROTATE_KEY) {
         store_key k = {.valid_from = now, .revoked_at = INT64_MAX};
         memcpy(k.pk, a->pk, 32);
         snprintf(k.agency, sizeof k.agency, "%s", a->id);
-        if ((rc = store_key_put(s, &k, err)) != 0)
-            return rc;
+        keys[nk++] = k;
     }
     if (a->v == AGENCY_REVOKE_KEY || (a->v == AGENCY_ROTATE_KEY && a->revoke != NULL)) {
-        old.revoked_at = now;
-        rc = store_key_put(s, &old, err);
+        old.revoked_at = now > old.valid_from ? now : old.valid_from + 1;
+        keys[nk++] = old;
     }
-    return rc;
+    return store_registry_apply(s, a->v == AGENCY_ADD ? &ag : NULL, keys, nk, err);
 }
 
 /* ------------------------------------------------------------------------ */

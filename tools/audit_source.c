@@ -287,7 +287,13 @@ int audit_source_checkpoint(audit_source *s, bool fresh, kabar_buf *note, uint64
                 msgpack_pack_true(&pk);
             else
                 msgpack_pack_false(&pk);
-            if ((rc = call(o, "audit.checkpoint", &sb, &o->tmp, err)) != 0)
+            rc = call(o, "audit.checkpoint", &sb, &o->tmp, err);
+            /* NOT_FOUND: no checkpoint stored yet and the second's one is taken. */
+            if (rc == KABAR_NOT_FOUND && fresh && attempt < 3) {
+                nanosleep(&(struct timespec){1, 100000000}, NULL);
+                continue;
+            }
+            if (rc != 0)
                 return rc;
             kabar_error ignored;
             if (!fresh || attempt == 3 || map_find(&o->tmp, "fresh", &r, &it, &ignored) != 0 ||
