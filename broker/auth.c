@@ -223,7 +223,7 @@ bool auth_valid(const auth_principal *p, int64_t now)
 {
     if (p->role == AUTH_ANONYMOUS)
         return true;
-    return p->valid_from <= now && now < p->revoked_at;
+    return kkey_valid_at(p->valid_from, p->revoked_at, now);
 }
 
 static const char *const role_names[] = {"none",    "agent", "oversight",

@@ -474,17 +474,18 @@ static void read_message(server *sv, zmq_msg_t *rid, int64_t now)
         rc = wire_header_decode(zmq_msg_data(&hdr), len, &h, &e);
     if (sv->secure)
         note_user_id(p, &hdr);
+    const auth_principal *who = rc == 0 ? principal(sv, &hdr) : NULL; /* once per message */
     if (rc != 0) {
         drain(sv);
         server_send_err(sv, p, rc == KABAR_UNKNOWN_COMMAND ? h.id : 0, "header", &e);
-    } else if (must_wait(sv, &h, principal(sv, &hdr))) {
+    } else if (must_wait(sv, &h, who)) {
         zmq_msg_init(&sv->deferred_hdr);
         zmq_msg_move(&sv->deferred_hdr, &hdr);
         memcpy(sv->deferred_rid, zmq_msg_data(rid), zmq_msg_size(rid));
         sv->deferred_rid_len = zmq_msg_size(rid);
         sv->deferred = true; /* ends the read phase; run_deferred after the ack */
     } else {
-        dispatch(sv, p, rid, &h, principal(sv, &hdr));
+        dispatch(sv, p, rid, &h, who);
     }
     zmq_msg_close(&hdr);
 }

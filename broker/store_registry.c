@@ -17,21 +17,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <sodium.h>
-
+#include "kkey.h"
 #include "mpr.h"
 #include "store_internal.h"
 
 static const char *const ROLES[] = {"agent", "oversight", "auditor", "admin"};
-
-/* The 16-hex key id of DESIGN/kkey: SHA-256(pk)[0:8]. */
-static void key_id(const uint8_t pk[32], char out[17])
-{
-    uint8_t h[32];
-    crypto_hash_sha256(h, pk, 32);
-    for (int i = 0; i < 8; i++)
-        snprintf(out + 2 * i, 3, "%02x", h[i]);
-}
 
 /* A NUL-terminated string of at most max bytes inside its array of max + 1. */
 static bool field_ok(const char *s, size_t max, bool empty_ok)
@@ -158,10 +148,9 @@ static int agency_check(const store_agency *a, kabar_error *err)
 
 int store_agency_put(store *s, const store_agency *a, kabar_error *err)
 {
-    if (s == NULL || a == NULL)
+    if (a == NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_agency_put: no agency");
-    int rc = agency_check(a, err);
-    return rc ? rc : store__update(s, agency_txn, (void *)a, err);
+    return store_registry_apply(s, a, NULL, 0, err);
 }
 
 int store_agency_get(store_reader *r, const char *id, store_agency *a, kabar_error *err)
@@ -252,7 +241,7 @@ static int key_txn(store *s, MDB_txn *txn, void *arg, kabar_error *err)
 {
     const store_key *nk = arg;
     char kid[17];
-    key_id(nk->pk, kid);
+    kkey_id_text(nk->pk, kid);
     MDB_val ak = {strlen(nk->agency), (void *)nk->agency}, v;
     int rc = mdb_get(txn, s->dbi[DB_AGENCIES], &ak, &v);
     if (rc == MDB_NOTFOUND) {
@@ -321,10 +310,9 @@ static int key_check(const store_key *k, kabar_error *err)
 
 int store_key_put(store *s, const store_key *k, kabar_error *err)
 {
-    if (s == NULL || k == NULL)
+    if (k == NULL)
         return kabar_error_set(err, KABAR_INVALID_ARGUMENT, "store_key_put: no key");
-    int rc = key_check(k, err);
-    return rc ? rc : store__update(s, key_txn, (void *)k, err);
+    return store_registry_apply(s, NULL, k, 1, err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -379,7 +367,7 @@ int store_key_get(store_reader *r, const uint8_t pk[32], store_key *k, kabar_err
     rc = mdb_get(r->txn, r->s->dbi[DB_KEYS], &key, &v);
     if (rc == MDB_NOTFOUND) {
         char kid[17];
-        key_id(pk, kid);
+        kkey_id_text(pk, kid);
         return kabar_error_set(err, KABAR_NOT_FOUND, "key %s is not in the registry", kid);
     }
     if (rc == 0)

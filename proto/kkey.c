@@ -377,3 +377,17 @@ int kkey_public_parse(uint8_t pk[32], const char *text_or_path, kabar_error *err
     }
     return kabar_error_set(err, KABAR_BAD_VALUE, "%s holds no public key", s);
 }
+
+int kkey_load_identity(kkey *k, uint8_t server_pk[KKEY_PUBLIC], const char *key_path,
+                       const char *server_key, kabar_error *err)
+{
+    kabar_error e = {0};
+    int rc = kkey_load(k, key_path, &e);
+    if (rc != 0)
+        return kabar_error_set(err, rc, "--key: %s", e.message);
+    if ((rc = kkey_public_parse(server_pk, server_key, &e)) != 0) {
+        kkey_wipe(k);
+        return kabar_error_set(err, rc, "--server-key: %s", e.message);
+    }
+    return 0;
+}

@@ -78,8 +78,29 @@ int kkey_public_parse(uint8_t pk[32], const char *text_or_path, kabar_error *err
 /* The 16-hex key id of a public key. */
 void kkey_id_text(const uint8_t pk[32], char out[KKEY_ID_TEXT]);
 
+/*
+ * A client's identity, as the daemons take it from --key and --server-key:
+ * load the secret key file `key_path` into *k and parse the broker's public
+ * key `server_key` (text or file) into server_pk. On failure *k is wiped
+ * and err's message starts with the option at fault ("--key: ...",
+ * "--server-key: ...").
+ */
+int kkey_load_identity(kkey *k, uint8_t server_pk[KKEY_PUBLIC], const char *key_path,
+                       const char *server_key, kabar_error *err);
+
 /* The Curve25519 (CURVE transport) form of an Ed25519 public key;
  * KABAR_BAD_VALUE when it is not a valid Ed25519 point. */
 int kkey_curve_public(const uint8_t ed_pk[32], uint8_t curve_pk[32], kabar_error *err);
+
+/*
+ * The registry's rule for a key's validity: valid at instant t (ns) iff
+ * valid_from <= t < revoked_at (INT64_MAX while it is not revoked). The
+ * broker admits and checks signatures by it, and auditors re-check
+ * events against it at their received_at.
+ */
+static inline bool kkey_valid_at(int64_t valid_from, int64_t revoked_at, int64_t t)
+{
+    return valid_from <= t && t < revoked_at;
+}
 
 #endif /* KABAR_KKEY_H */

@@ -193,7 +193,7 @@ audit_reg_verdict audit_registry_check(const audit_registry *r, const uint8_t pk
             }
             continue;
         }
-        if (k->valid_from <= t && t < k->revoked_at) {
+        if (kkey_valid_at(k->valid_from, k->revoked_at, t)) {
             *found = k;
             return AUDIT_REG_OK;
         }

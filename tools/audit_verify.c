@@ -282,7 +282,7 @@ static void check_signature(vstate *v, const audit_rec *r, const kabar_event *ev
         return;
     }
     char a[KABAR_TIME_MAX], b[KABAR_TIME_MAX], t[KABAR_TIME_MAX];
-    if (r->received_at < v->key.valid_from || r->received_at >= v->key.revoked_at) {
+    if (!kkey_valid_at(v->key.valid_from, v->key.revoked_at, r->received_at)) {
         time_text(r->received_at, t);
         time_text(v->key.valid_from, a);
         time_text(v->key.revoked_at, b);

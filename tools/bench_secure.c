@@ -31,9 +31,9 @@ int bench_register(const char *data, bench_principal *p, size_t n, kabar_error *
         snprintf(a.org, sizeof a.org, "bench");
         snprintf(a.role, sizeof a.role, "%s", p[i].role);
         snprintf(k.agency, sizeof k.agency, "%s", p[i].id);
-        if ((rc = kkey_generate(&p[i].key, err)) == 0 && (rc = store_agency_put(s, &a, err)) == 0) {
+        if ((rc = kkey_generate(&p[i].key, err)) == 0) {
             memcpy(k.pk, p[i].key.pk, sizeof k.pk);
-            rc = store_key_put(s, &k, err);
+            rc = store_registry_apply(s, &a, &k, 1, err); /* the agency with its key */
         }
     }
     store_close(&s);

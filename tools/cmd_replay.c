@@ -287,7 +287,7 @@ static void sig_status(replay *r, const kabar_record *rec, uint64_t batch, uint3
         snprintf(status, ssz, "invalid: the event differs from what key %s signed", sc->key_id);
         return;
     }
-    if (rec->received_at < sc->valid_from || rec->received_at >= sc->revoked_at) {
+    if (!kkey_valid_at(sc->valid_from, sc->revoked_at, rec->received_at)) {
         snprintf(status, ssz, "invalid: key %s was not valid when the event was received",
                  sc->key_id);
         return;

@@ -214,13 +214,8 @@ static int load_keys(agent *a)
                             "KABAR_KEY/KABAR_SERVER_KEY): plaintext, unsigned events\n");
         return 0;
     }
-    if (kkey_load(&a->key, c->key, &e) != 0) {
-        fprintf(stderr, "kabar-agent: --key: %s\n", e.message);
-        return 2;
-    }
-    if (kkey_public_parse(a->server_pk, c->server_key, &e) != 0) {
-        fprintf(stderr, "kabar-agent: --server-key: %s\n", e.message);
-        kkey_wipe(&a->key);
+    if (kkey_load_identity(&a->key, a->server_pk, c->key, c->server_key, &e) != 0) {
+        fprintf(stderr, "kabar-agent: %s\n", e.message);
         return 2;
     }
     kkey_id_text(a->key.pk, a->key_id);

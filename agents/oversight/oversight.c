@@ -658,12 +658,8 @@ static int check_config(ovs *o)
                         "key (its DATA/broker.pub, from the operator); or --insecure for a broker "
                         "started with --insecure\n");
         return 2;
-    } else if (kkey_load(&o->key, c->key, &e) != 0) {
-        fprintf(stderr, "kabar-oversight: --key: %s\n", e.message);
-        return 2;
-    } else if (kkey_public_parse(o->server_pk, c->server_key, &e) != 0) {
-        fprintf(stderr, "kabar-oversight: --server-key: %s\n", e.message);
-        kkey_wipe(&o->key);
+    } else if (kkey_load_identity(&o->key, o->server_pk, c->key, c->server_key, &e) != 0) {
+        fprintf(stderr, "kabar-oversight: %s\n", e.message);
         return 2;
     } else {
         kkey_id_text(o->key.pk, o->key_id);
